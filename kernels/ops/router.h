@@ -1,0 +1,26 @@
+// Top-k router: for every token pick the k experts with the largest router logits and weight them
+// with a softmax over those k logits (Mixtral: k = 2). Equal to Hugging Face's softmax over all
+// experts followed by top-k and renormalisation. Ties go to the lower expert index.
+// Output choices of a token are sorted by ascending expert id: that is the fixed order in which
+// the MoE combine adds expert outputs (the order of HF's per-expert loop).
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace moeserve::kernels {
+
+struct RouterTopKParams {
+  const float* logits = nullptr;  // [num_tokens, num_experts]
+  const float* logit_bias = nullptr;  // optional [num_experts], added before top-k (skew tests)
+  int32_t* expert_ids = nullptr;  // [num_tokens, top_k]
+  float* weights = nullptr;       // [num_tokens, top_k]
+  int64_t num_tokens = 0;
+  int64_t num_experts = 0;
+  int64_t top_k = 2;
+};
+
+absl::Status Validate(const RouterTopKParams& p);
+
+}  // namespace moeserve::kernels

@@ -1,0 +1,7 @@
+// moeserve: command-line entry point.
+#include <cstdio>
+
+int main() {
+  std::puts("moeserve");
+  return 0;
+}
