@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--attn", default="sdpa", help="attn_implementation (sdpa, eager, ...)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=2, help="warm-up iterations of each phase")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -91,9 +92,10 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(3, vocab, (args.batch, args.prompt_len), generator=g).to(device)
 
-    # Warm-up (one of each, short decode).
-    prefill_once(model, ids, device)
-    decode_once(model, ids, min(4, args.gen_len), device)
+    # Warm-up (prefill and a short decode).
+    for _ in range(args.warmup):
+        prefill_once(model, ids, device)
+        decode_once(model, ids, min(4, args.gen_len), device)
 
     prefill_times = [prefill_once(model, ids, device) for _ in range(args.repeats)]
     decode_runs = [decode_once(model, ids, args.gen_len, device) for _ in range(args.repeats)]
@@ -120,6 +122,7 @@ def main() -> None:
         "prefill_s_runs": prefill_times,
         "decode_s_runs": decode_times,
         "repeats": args.repeats,
+        "warmup": args.warmup,
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,

@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 
@@ -424,9 +425,9 @@ def greedy(model, ids: list[int]):
     toks, margins = [], []
     for _ in range(GEN_TOKENS):
         logits = model(torch.tensor([seq]), use_cache=False).logits[0, -1].float()
-        top2 = torch.topk(logits, 2)
-        toks.append(int(top2.indices[0]))
-        margins.append(float(top2.values[0] - top2.values[1]))
+        top2 = torch.topk(logits, 2).values
+        toks.append(int(torch.argmax(logits)))  # ties -> lowest token id (first occurrence)
+        margins.append(float(top2[0] - top2[1]))
         seq.append(toks[-1])
     return toks, min(margins)
 
@@ -533,7 +534,7 @@ def build_fixture(fx: dict, root: str) -> dict:
             entry["upcast_greedy"] = g_exact
             entry["min_greedy_margin_upcast"] = m_exact
             entry["min_greedy_margin"] = m_bf
-            entry["greedy_matches_upcast_prefix"] = next(
+            entry["greedy_upcast_common_prefix"] = next(
                 (j for j in range(GEN_TOKENS) if g_bf[j] != g_exact[j]), GEN_TOKENS)
             tensors[f"logits.{pi}"] = p_bf
             tensors[f"full_logits.{pi}"] = f_bf
@@ -546,7 +547,7 @@ def build_fixture(fx: dict, root: str) -> dict:
                                 float(full_exact.abs().max()))
             if g_bf != g_exact:
                 print(f"  [{name}] note: prompt {pi} bf16 greedy diverges from upcast at step "
-                      f"{entry['greedy_matches_upcast_prefix']}")
+                      f"{entry['greedy_upcast_common_prefix']}")
         else:
             entry["greedy"] = g_exact
             entry["min_greedy_margin"] = m_exact
@@ -596,9 +597,14 @@ def build_fixture(fx: dict, root: str) -> dict:
         golden["tensors"]["upcast_full_logits.{i}"] = (
             "fp32-compute logits over prompt_i + upcast_greedy_i[:-1] (NB: upcast_greedy, not greedy)")
         golden["tensors"]["full_logits.{i}"] = "bf16 logits over prompt_i + greedy_i[:-1] (bf16 greedy)"
+    text = json.dumps(golden, indent=1)
+    # Keep integer lists (token ids) on one line.
+    text = re.sub(r"\[(\s*-?\d+(?:,\s*-?\d+)*\s*)\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
+    if json.loads(text) != json.loads(json.dumps(golden)):
+        fail(f"{name}: golden.json compaction changed the content")
     with open(os.path.join(outdir, "golden.json"), "w") as f:
-        json.dump(golden, f, indent=1)
-        f.write("\n")
+        f.write(text + "\n")
     # Read-back sanity check.
     back = load_file(os.path.join(outdir, "golden.safetensors"))
     for pi, plen in enumerate(PROMPT_LENS):
