@@ -1,7 +1,18 @@
 // moeserve: command-line entry point.
-#include <cstdio>
+//   moeserve generate    stream a completion (embedded default model unless --model)
+//   moeserve make-model  write a random-init Mixtral-architecture model
+//   moeserve bench       prefill / decode throughput
+#include "CLI/CLI.hpp"
+#include "server/cli/commands.h"
 
-int main() {
-  std::puts("moeserve");
-  return 0;
+int main(int argc, char** argv) {
+  CLI::App app{"moeserve: serving engine for Mixtral-style mixture-of-experts models"};
+  app.set_version_flag("--version", "moeserve 0.1.0");
+  app.require_subcommand(1);
+  int exit_code = 0;
+  moeserve::server::AddGenerateCommand(app, &exit_code);
+  moeserve::server::AddMakeModelCommand(app, &exit_code);
+  moeserve::server::AddBenchCommand(app, &exit_code);
+  CLI11_PARSE(app, argc, argv);
+  return exit_code;
 }

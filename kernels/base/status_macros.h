@@ -5,9 +5,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-#define MOESERVE_RETURN_IF_ERROR(expr)      \
-  do {                                      \
-    ::absl::Status _moeserve_st = (expr);   \
+#define MOESERVE_RETURN_IF_ERROR(expr)           \
+  do {                                           \
+    ::absl::Status _moeserve_st = (expr);        \
     if (!_moeserve_st.ok()) return _moeserve_st; \
   } while (0)
 

@@ -35,8 +35,8 @@ void PagedAttention(const PagedAttentionParams& p) {
       const int64_t s = token_seq[t];
       const int64_t n_q = p.query_start[s + 1] - p.query_start[s];
       const int64_t pos = p.context_lens[s] - n_q + (t - p.query_start[s]);
-      const int64_t first = p.sliding_window > 0 ? std::max<int64_t>(0, pos - p.sliding_window + 1)
-                                                 : 0;
+      const int64_t first =
+          p.sliding_window > 0 ? std::max<int64_t>(0, pos - p.sliding_window + 1) : 0;
       const int32_t* table = p.block_tables + s * p.max_blocks_per_seq;
       const float* q = p.q + (t * p.num_q_heads + h) * p.head_dim;
       float* out = p.out + (t * p.num_q_heads + h) * p.head_dim;

@@ -1,62 +1,98 @@
 #include "kernels/cpu/matmul.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace moeserve::kernels::cpu {
 namespace {
 
-// Dot product with 8 interleaved partial sums, combined pairwise at the end. The order depends
-// only on k, so results do not change with batch size or threads; the independent partial sums
-// let the compiler vectorise without -ffast-math.
-inline float Dot(const float* a, const float* b, int64_t k) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= k; i += 8) {
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  }
-  for (int j = 0; i < k; ++i, ++j) acc[j] += a[i] * b[i];
+// Output columns handled together: four converted weight rows share every load of x.
+constexpr int64_t kTileN = 4;
+// Partial sums per dot product. Lane j accumulates elements i with i % 8 == j; the lanes are
+// combined pairwise at the end. This order depends only on k, never on m_rows, the tile or the
+// thread count, which is the determinism contract in ops/matmul.h. Files in this target are built
+// with -ffp-contract=off, so no clone fuses the multiply-add and the bits are the same on every
+// x86-64 machine.
+constexpr int kLanes = 8;
+
+inline float Reduce(const float* acc) {
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-void ConvertRow(const void* w, DType dtype, int64_t row, int64_t k, float* out) {
+// y[j] = dot(x, w + j*k) for j < kTileN; w holds kTileN fp32 rows of length k.
+// Compiled twice (AVX2 and baseline SSE2) and picked at load time by the CPU's features.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void DotTile(const float* x,
+                                                                         const float* w, int64_t k,
+                                                                         float* y) {
+  float acc[kTileN][kLanes] = {};
+  const float* w0 = w;
+  const float* w1 = w + k;
+  const float* w2 = w + 2 * k;
+  const float* w3 = w + 3 * k;
+  int64_t i = 0;
+  for (; i + kLanes <= k; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const float xv = x[i + j];
+      acc[0][j] += xv * w0[i + j];
+      acc[1][j] += xv * w1[i + j];
+      acc[2][j] += xv * w2[i + j];
+      acc[3][j] += xv * w3[i + j];
+    }
+  }
+  for (int j = 0; i < k; ++i, ++j) {
+    acc[0][j] += x[i] * w0[i];
+    acc[1][j] += x[i] * w1[i];
+    acc[2][j] += x[i] * w2[i];
+    acc[3][j] += x[i] * w3[i];
+  }
+  for (int64_t t = 0; t < kTileN; ++t) y[t] = Reduce(acc[t]);
+}
+
+// Converts rows [row, row + count) of w to fp32 into out ([kTileN, k]); rows past count are
+// zero-filled so DotTile can always run on a full tile.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void ConvertRows(
+    const void* w, DType dtype, int64_t row, int64_t count, int64_t k, float* out) {
   const size_t offset = static_cast<size_t>(row) * static_cast<size_t>(k);
+  const size_t total = static_cast<size_t>(count) * static_cast<size_t>(k);
   switch (dtype) {
     case DType::kBF16: {
       const uint16_t* src = static_cast<const uint16_t*>(w) + offset;
-      for (int64_t i = 0; i < k; ++i) out[i] = Bf16ToF32(src[i]);
+      for (size_t i = 0; i < total; ++i) out[i] = Bf16ToF32(src[i]);
       break;
     }
     case DType::kF16: {
       const uint16_t* src = static_cast<const uint16_t*>(w) + offset;
-      for (int64_t i = 0; i < k; ++i) out[i] = F16ToF32(src[i]);
+      for (size_t i = 0; i < total; ++i) out[i] = F16ToF32(src[i]);
       break;
     }
     default: {
       const float* src = static_cast<const float*>(w) + offset;
-      for (int64_t i = 0; i < k; ++i) out[i] = src[i];
+      std::copy(src, src + total, out);
     }
   }
+  std::fill(out + total, out + kTileN * k, 0.0f);
 }
 
 }  // namespace
 
 void Matmul(const MatmulParams& p) {
   if (p.m_rows == 0) return;
-  // Each weight row is converted to fp32 once and reused for every input row (weights dominate
-  // memory traffic: decode is a matrix-vector product). Threads split the output columns.
+  const int64_t tiles = (p.n + kTileN - 1) / kTileN;
+  // Each tile of weight rows is converted to fp32 once and reused for every input row (weights
+  // dominate memory traffic: decode is a matrix-vector product). Threads split the tiles.
 #pragma omp parallel
   {
-    std::vector<float> w_row(static_cast<size_t>(p.k));
+    std::vector<float> w_tile(static_cast<size_t>(kTileN * p.k));
+    float out[kTileN];
 #pragma omp for schedule(static)
-    for (int64_t n = 0; n < p.n; ++n) {
-      const float* w;
-      if (p.w_dtype == DType::kF32) {
-        w = static_cast<const float*>(p.w) + n * p.k;
-      } else {
-        ConvertRow(p.w, p.w_dtype, n, p.k, w_row.data());
-        w = w_row.data();
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t n0 = t * kTileN;
+      const int64_t count = std::min(kTileN, p.n - n0);
+      ConvertRows(p.w, p.w_dtype, n0, count, p.k, w_tile.data());
+      for (int64_t m = 0; m < p.m_rows; ++m) {
+        DotTile(p.x + m * p.k, w_tile.data(), p.k, out);
+        std::copy(out, out + count, p.y + m * p.n + n0);
       }
-      for (int64_t m = 0; m < p.m_rows; ++m) p.y[m * p.n + n] = Dot(p.x + m * p.k, w, p.k);
     }
   }
 }

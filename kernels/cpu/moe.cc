@@ -25,7 +25,8 @@ void MoeCombine(const MoeCombineParams& p) {
     for (int64_t h = 0; h < p.hidden; ++h) out[h] = 0.0f;
     for (int64_t j = 0; j < p.top_k; ++j) {
       const float w = p.weights[t * p.top_k + j];
-      const float* src = p.expert_out + static_cast<int64_t>(p.src_rows[t * p.top_k + j]) * p.hidden;
+      const float* src =
+          p.expert_out + static_cast<int64_t>(p.src_rows[t * p.top_k + j]) * p.hidden;
       for (int64_t h = 0; h < p.hidden; ++h) out[h] += w * src[h];
     }
   }

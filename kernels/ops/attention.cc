@@ -9,9 +9,8 @@ absl::Status Validate(const KvWriteParams& p) {
   MOESERVE_PARAM_CHECK("kv_write", p.num_kv_heads > 0 && p.head_dim > 0 && p.num_tokens >= 0);
   for (int64_t t = 0; t < p.num_tokens; ++t) {
     if (p.slots[t] < 0 || p.slots[t] >= p.num_slots) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("kv_write: slot ", p.slots[t], " of token ", t, " outside [0, ",
-                       p.num_slots, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("kv_write: slot ", p.slots[t], " of token ", t,
+                                                     " outside [0, ", p.num_slots, ")"));
     }
   }
   return absl::OkStatus();
@@ -21,8 +20,8 @@ absl::Status Validate(const PagedAttentionParams& p) {
   MOESERVE_PARAM_CHECK("attention", p.q && p.out && p.k_cache && p.v_cache);
   MOESERVE_PARAM_CHECK("attention", p.block_tables && p.query_start && p.context_lens);
   MOESERVE_PARAM_CHECK("attention", p.num_q_heads > 0 && p.num_kv_heads > 0 && p.head_dim > 0);
-  MOESERVE_PARAM_CHECK("attention", p.num_q_heads % p.num_kv_heads == 0, "(q heads ",
-                       p.num_q_heads, ", kv heads ", p.num_kv_heads, ")");
+  MOESERVE_PARAM_CHECK("attention", p.num_q_heads % p.num_kv_heads == 0, "(q heads ", p.num_q_heads,
+                       ", kv heads ", p.num_kv_heads, ")");
   MOESERVE_PARAM_CHECK("attention", p.block_size > 0 && p.max_blocks_per_seq > 0);
   MOESERVE_PARAM_CHECK("attention", p.sliding_window >= 0);
   MOESERVE_PARAM_CHECK("attention", p.query_start[0] == 0);
@@ -36,9 +35,9 @@ absl::Status Validate(const PagedAttentionParams& p) {
     }
     const int64_t blocks = (ctx + p.block_size - 1) / p.block_size;
     if (blocks > p.max_blocks_per_seq) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("attention: sequence ", s, " needs ", blocks, " blocks, table holds ",
-                       p.max_blocks_per_seq));
+      return absl::InvalidArgumentError(absl::StrCat("attention: sequence ", s, " needs ", blocks,
+                                                     " blocks, table holds ",
+                                                     p.max_blocks_per_seq));
     }
     // Only blocks that hold visible keys are read; with a sliding window, earlier entries may be
     // released (-1).

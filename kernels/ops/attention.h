@@ -20,10 +20,10 @@
 namespace moeserve::kernels {
 
 struct KvWriteParams {
-  const float* k = nullptr;     // [num_tokens, num_kv_heads, head_dim]
-  const float* v = nullptr;     // [num_tokens, num_kv_heads, head_dim]
-  float* k_cache = nullptr;     // [num_blocks, block_size, num_kv_heads, head_dim]
-  float* v_cache = nullptr;     // same
+  const float* k = nullptr;        // [num_tokens, num_kv_heads, head_dim]
+  const float* v = nullptr;        // [num_tokens, num_kv_heads, head_dim]
+  float* k_cache = nullptr;        // [num_blocks, block_size, num_kv_heads, head_dim]
+  float* v_cache = nullptr;        // same
   const int64_t* slots = nullptr;  // [num_tokens]: block_id * block_size + offset
   int64_t num_tokens = 0;
   int64_t num_kv_heads = 0;
@@ -32,8 +32,8 @@ struct KvWriteParams {
 };
 
 struct PagedAttentionParams {
-  const float* q = nullptr;  // [num_tokens, num_q_heads, head_dim]
-  float* out = nullptr;      // [num_tokens, num_q_heads, head_dim]
+  const float* q = nullptr;        // [num_tokens, num_q_heads, head_dim]
+  float* out = nullptr;            // [num_tokens, num_q_heads, head_dim]
   const float* k_cache = nullptr;  // [num_blocks, block_size, num_kv_heads, head_dim]
   const float* v_cache = nullptr;
   const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]

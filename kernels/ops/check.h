@@ -7,10 +7,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-#define MOESERVE_PARAM_CHECK(op, cond, ...)                                             \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      return absl::InvalidArgumentError(absl::StrCat(op, ": ", #cond, " " __VA_OPT__(, ) \
-                                                         __VA_ARGS__));                 \
-    }                                                                                   \
+#define MOESERVE_PARAM_CHECK(op, cond, ...)                               \
+  do {                                                                    \
+    if (!(cond)) {                                                        \
+      return absl::InvalidArgumentError(                                  \
+          absl::StrCat(op, ": ", #cond, " " __VA_OPT__(, ) __VA_ARGS__)); \
+    }                                                                     \
   } while (0)

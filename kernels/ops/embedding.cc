@@ -10,9 +10,8 @@ absl::Status Validate(const EmbeddingParams& p) {
   MOESERVE_PARAM_CHECK("embedding", IsFloat(p.table_dtype));
   for (int64_t t = 0; t < p.num_tokens; ++t) {
     if (p.ids[t] < 0 || p.ids[t] >= p.vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("embedding: token id ", p.ids[t],
-                                                     " at position ", t, " is outside [0, ",
-                                                     p.vocab, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "embedding: token id ", p.ids[t], " at position ", t, " is outside [0, ", p.vocab, ")"));
     }
   }
   return absl::OkStatus();

@@ -9,8 +9,8 @@ absl::Status Validate(const GatherRowsParams& p) {
   MOESERVE_PARAM_CHECK("gather_rows", p.num_rows >= 0 && p.hidden > 0);
   for (int64_t i = 0; i < p.num_rows; ++i) {
     if (p.rows[i] < 0 || p.rows[i] >= p.num_src_rows) {
-      return absl::InvalidArgumentError(absl::StrCat("gather_rows: row ", p.rows[i],
-                                                     " outside [0, ", p.num_src_rows, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("gather_rows: row ", p.rows[i], " outside [0, ", p.num_src_rows, ")"));
     }
   }
   return absl::OkStatus();

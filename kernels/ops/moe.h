@@ -12,9 +12,9 @@
 namespace moeserve::kernels {
 
 struct GatherRowsParams {
-  const float* src = nullptr;   // [num_src_rows, hidden]
+  const float* src = nullptr;     // [num_src_rows, hidden]
   const int32_t* rows = nullptr;  // [num_rows]
-  float* dst = nullptr;         // [num_rows, hidden]
+  float* dst = nullptr;           // [num_rows, hidden]
   int64_t num_rows = 0;
   int64_t num_src_rows = 0;
   int64_t hidden = 0;

@@ -9,10 +9,10 @@
 namespace moeserve::kernels {
 
 struct RmsNormParams {
-  const float* x = nullptr;       // [rows, hidden]
-  const void* weight = nullptr;   // [hidden] of weight_dtype
+  const float* x = nullptr;      // [rows, hidden]
+  const void* weight = nullptr;  // [hidden] of weight_dtype
   DType weight_dtype = DType::kBF16;
-  float* out = nullptr;           // [rows, hidden]; may alias x
+  float* out = nullptr;  // [rows, hidden]; may alias x
   int64_t rows = 0;
   int64_t hidden = 0;
   float eps = 1e-5f;

@@ -12,8 +12,8 @@
 namespace moeserve::kernels {
 
 struct RopeParams {
-  float* q = nullptr;                // [num_tokens, num_q_heads, head_dim]
-  float* k = nullptr;                // [num_tokens, num_kv_heads, head_dim]
+  float* q = nullptr;                  // [num_tokens, num_q_heads, head_dim]
+  float* k = nullptr;                  // [num_tokens, num_kv_heads, head_dim]
   const int32_t* positions = nullptr;  // [num_tokens]
   int64_t num_tokens = 0;
   int64_t num_q_heads = 0;

@@ -12,10 +12,10 @@
 namespace moeserve::kernels {
 
 struct RouterTopKParams {
-  const float* logits = nullptr;  // [num_tokens, num_experts]
+  const float* logits = nullptr;      // [num_tokens, num_experts]
   const float* logit_bias = nullptr;  // optional [num_experts], added before top-k (skew tests)
-  int32_t* expert_ids = nullptr;  // [num_tokens, top_k]
-  float* weights = nullptr;       // [num_tokens, top_k]
+  int32_t* expert_ids = nullptr;      // [num_tokens, top_k]
+  float* weights = nullptr;           // [num_tokens, top_k]
   int64_t num_tokens = 0;
   int64_t num_experts = 0;
   int64_t top_k = 2;

@@ -24,9 +24,7 @@ struct DispatchPlan {
   std::vector<int32_t> combine_rows;    // [num_tokens, top_k]: row holding choice (t, j)
 
   int64_t num_rows() const { return num_tokens * top_k; }
-  int64_t tokens_for_expert(int64_t e) const {
-    return expert_offsets[e + 1] - expert_offsets[e];
-  }
+  int64_t tokens_for_expert(int64_t e) const { return expert_offsets[e + 1] - expert_offsets[e]; }
 };
 
 // REQUIRES: every id in [0, num_experts); expert_ids.size() == num_tokens * top_k.

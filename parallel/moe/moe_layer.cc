@@ -9,8 +9,7 @@
 namespace moeserve::parallel {
 namespace {
 
-kernels::MatmulParams Linear(const float* x, int64_t rows, const kernels::TensorView& w,
-                             float* y) {
+kernels::MatmulParams Linear(const float* x, int64_t rows, const kernels::TensorView& w, float* y) {
   kernels::MatmulParams p;
   p.x = x;
   p.w = w.data;
@@ -66,8 +65,8 @@ absl::Status RunMoeLayer(kernels::Backend& backend, const MoeLayerShape& shape,
   kernels::DeviceBuffer permuted = backend.Allocate(sizeof(float) * rows * hidden);
   kernels::DeviceBuffer index = backend.Allocate(sizeof(int32_t) * rows);
   backend.CopyToDevice(index.data(), plan.permuted_token.data(), sizeof(int32_t) * rows);
-  kernels::GatherRowsParams gp{x, index.as<int32_t>(), permuted.as<float>(), rows, num_tokens,
-                               hidden};
+  kernels::GatherRowsParams gp{x,    index.as<int32_t>(), permuted.as<float>(),
+                               rows, num_tokens,          hidden};
   MOESERVE_RETURN_IF_ERROR(kernels::Validate(gp));
   backend.GatherRows(gp);
 
@@ -96,8 +95,14 @@ absl::Status RunMoeLayer(kernels::Backend& backend, const MoeLayerShape& shape,
   kernels::DeviceBuffer weights_dev = backend.Allocate(sizeof(float) * rows);
   backend.CopyToDevice(rows_dev.data(), plan.combine_rows.data(), sizeof(int32_t) * rows);
   backend.CopyToDevice(weights_dev.data(), route_weights.data(), sizeof(float) * rows);
-  kernels::MoeCombineParams cp{expert_out.as<float>(), rows_dev.as<int32_t>(),
-                               weights_dev.as<float>(), out, num_tokens, top_k, hidden, rows};
+  kernels::MoeCombineParams cp{expert_out.as<float>(),
+                               rows_dev.as<int32_t>(),
+                               weights_dev.as<float>(),
+                               out,
+                               num_tokens,
+                               top_k,
+                               hidden,
+                               rows};
   backend.MoeCombine(cp);
   return absl::OkStatus();
 }

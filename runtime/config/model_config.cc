@@ -86,28 +86,28 @@ absl::Status ModelConfig::Validate() const {
                      " exceeds num_local_experts=", num_local_experts));
   }
   if (!(rope_theta > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("config: rope_theta=", rope_theta,
-                                                   " must be > 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: rope_theta=", rope_theta, " must be > 0"));
   }
   if (!(rms_norm_eps > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("config: rms_norm_eps=", rms_norm_eps,
-                                                   " must be > 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: rms_norm_eps=", rms_norm_eps, " must be > 0"));
   }
   if (sliding_window && *sliding_window <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config: sliding_window=", *sliding_window, " must be a positive integer or null"));
+    return absl::InvalidArgumentError(absl::StrCat("config: sliding_window=", *sliding_window,
+                                                   " must be a positive integer or null"));
   }
   if (bos_token_id < 0 || bos_token_id >= vocab_size || eos_token_id < 0 ||
       eos_token_id >= vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("config: bos_token_id=", bos_token_id,
                                                    " / eos_token_id=", eos_token_id,
-                                                   " must be in [0, vocab_size=", vocab_size,
-                                                   ")"));
+                                                   " must be in [0, vocab_size=", vocab_size, ")"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, const std::string& source) {
+absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
+                                             const std::string& source) {
   json j = json::parse(json_text.begin(), json_text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
@@ -116,8 +116,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, const s
     return absl::InvalidArgumentError(absl::StrCat(source, ": expected a JSON object"));
   }
   if (auto it = j.find("model_type"); it != j.end() && it->is_string() && *it != "mixtral") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": model_type is ", it->dump(), ", expected \"mixtral\" (MixtralForCausalLM)"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": model_type is ", it->dump(),
+                                                   ", expected \"mixtral\" (MixtralForCausalLM)"));
   }
   ModelConfig c;
   MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "hidden_size", true, &c.hidden_size));
@@ -125,7 +125,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, const s
   MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "num_hidden_layers", true, &c.num_hidden_layers));
   MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "num_attention_heads", true, &c.num_attention_heads));
   c.num_key_value_heads = c.num_attention_heads;  // HF default when absent
-  MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "num_key_value_heads", false, &c.num_key_value_heads));
+  MOESERVE_RETURN_IF_ERROR(
+      ReadInt(j, source, "num_key_value_heads", false, &c.num_key_value_heads));
   c.head_dim = c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0;
   MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "head_dim", false, &c.head_dim));
   MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "num_local_experts", true, &c.num_local_experts));

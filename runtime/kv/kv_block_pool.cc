@@ -1,0 +1,54 @@
+#include "runtime/kv/kv_block_pool.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace moeserve::runtime {
+
+absl::StatusOr<KvBlockPool> KvBlockPool::Create(kernels::Backend& backend,
+                                                const KvCacheShape& shape) {
+  if (shape.num_layers <= 0 || shape.num_kv_heads <= 0 || shape.head_dim <= 0 ||
+      shape.block_size <= 0 || shape.num_blocks <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv cache: every dimension must be > 0 (layers=", shape.num_layers,
+                     " kv_heads=", shape.num_kv_heads, " head_dim=", shape.head_dim,
+                     " block_size=", shape.block_size, " num_blocks=", shape.num_blocks, ")"));
+  }
+  KvBlockPool pool;
+  pool.shape_ = shape;
+  const size_t bytes = sizeof(float) * shape.num_blocks * shape.floats_per_block();
+  for (int64_t l = 0; l < shape.num_layers; ++l) {
+    pool.k_.push_back(backend.Allocate(bytes));
+    pool.v_.push_back(backend.Allocate(bytes));
+  }
+  // Pop order hands out block 0 first (reverse stack); order is irrelevant to results.
+  for (int64_t b = shape.num_blocks - 1; b >= 0; --b) pool.free_.push_back(static_cast<int32_t>(b));
+  return pool;
+}
+
+std::optional<int32_t> KvBlockPool::AllocateBlock() {
+  if (free_.empty()) return std::nullopt;
+  const int32_t b = free_.back();
+  free_.pop_back();
+  return b;
+}
+
+void KvBlockPool::FreeBlock(int32_t block) { free_.push_back(block); }
+
+bool KvBlockPool::Reserve(SequenceKv& seq, int64_t total_tokens) {
+  const int64_t needed = (total_tokens + shape_.block_size - 1) / shape_.block_size;
+  const int64_t missing = needed - static_cast<int64_t>(seq.block_table.size());
+  if (missing <= 0) return true;
+  if (missing > num_free_blocks()) return false;
+  for (int64_t i = 0; i < missing; ++i) seq.block_table.push_back(*AllocateBlock());
+  return true;
+}
+
+void KvBlockPool::Release(SequenceKv& seq) {
+  for (int32_t b : seq.block_table) {
+    if (b >= 0) FreeBlock(b);
+  }
+  seq.block_table.clear();
+  seq.num_tokens = 0;
+}
+
+}  // namespace moeserve::runtime

@@ -1,0 +1,63 @@
+// Paged KV cache storage for one rank: a pool of fixed-size blocks per layer, and per-sequence
+// block tables.
+//
+// Layout, per layer: K and V each [num_blocks, block_size, num_kv_heads, head_dim] fp32, in the
+// backend's device memory (host for CPU, device for CUDA). A sequence's token at position p lives
+// in block block_table[p / block_size], offset p % block_size, in every layer.
+//
+// Threading: owned by the rank's worker thread; not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+
+namespace moeserve::runtime {
+
+struct KvCacheShape {
+  int64_t num_layers = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t block_size = 16;  // tokens per block
+  int64_t num_blocks = 0;
+
+  int64_t floats_per_block() const { return block_size * num_kv_heads * head_dim; }
+};
+
+// The KV state of one sequence: which blocks it holds and how many positions are cached.
+struct SequenceKv {
+  std::vector<int32_t> block_table;
+  int64_t num_tokens = 0;  // positions whose K/V are written
+};
+
+class KvBlockPool {
+ public:
+  static absl::StatusOr<KvBlockPool> Create(kernels::Backend& backend, const KvCacheShape& shape);
+
+  const KvCacheShape& shape() const { return shape_; }
+  int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size()); }
+  int64_t num_used_blocks() const { return shape_.num_blocks - num_free_blocks(); }
+
+  // One free block, or nothing when the pool is exhausted (an expected shortage, not an error).
+  std::optional<int32_t> AllocateBlock();
+  void FreeBlock(int32_t block);
+
+  // Grows seq's block table to hold `total_tokens` positions. All-or-nothing: false (and no
+  // change) when the pool lacks blocks.
+  bool Reserve(SequenceKv& seq, int64_t total_tokens);
+  // Returns all of seq's blocks to the pool and resets it.
+  void Release(SequenceKv& seq);
+
+  float* k(int64_t layer) { return k_[layer].as<float>(); }
+  float* v(int64_t layer) { return v_[layer].as<float>(); }
+
+ private:
+  KvCacheShape shape_;
+  std::vector<kernels::DeviceBuffer> k_, v_;  // [num_layers]
+  std::vector<int32_t> free_;                 // stack of free block ids
+};
+
+}  // namespace moeserve::runtime

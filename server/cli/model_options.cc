@@ -1,0 +1,75 @@
+#include "server/cli/model_options.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <optional>
+
+#include "kernels/base/status_macros.h"
+#include "server/cli/progress.h"
+#include "spdlog/spdlog.h"
+
+namespace moeserve::server {
+
+void ModelOptions::AddTo(CLI::App& cmd) {
+  cmd.add_option("--model", model_dir,
+                 "Hugging Face Mixtral model directory (config.json + *.safetensors); "
+                 "default: the embedded tiny model")
+      ->envname("MOESERVE_MODEL");
+  cmd.add_option("--tokenizer", tokenizer_path,
+                 "SentencePiece tokenizer.model; default: <model>/tokenizer.model if present, "
+                 "else the embedded Mixtral v1 tokenizer")
+      ->envname("MOESERVE_TOKENIZER");
+  cmd.add_option("--threads", threads, "CPU threads for the CPU backend (0: all cores)")
+      ->envname("MOESERVE_THREADS")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--kv-block-size", kv_block_size, "Tokens per KV cache block")
+      ->envname("MOESERVE_KV_BLOCK_SIZE")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}));
+  cmd.add_option("--kv-blocks", kv_blocks,
+                 "KV cache blocks (0: enough for one full-context sequence, at most 4096)")
+      ->envname("MOESERVE_KV_BLOCKS")
+      ->check(CLI::NonNegativeNumber);
+}
+
+absl::StatusOr<ModelSession> OpenModelSession(const ModelOptions& options) {
+  ModelSession s;
+  s.backend = kernels::MakeCpuBackend(options.threads);
+  if (options.model_dir.empty()) {
+    MOESERVE_ASSIGN_OR_RETURN(s.loaded, runtime::LoadEmbeddedModel(s.backend.get()));
+  } else {
+    std::optional<ProgressBar> bar;  // created on the first callback, when the total is known
+    MOESERVE_ASSIGN_OR_RETURN(
+        s.loaded,
+        runtime::LoadModelDir(options.model_dir, s.backend.get(), [&](int64_t done, int64_t total) {
+          if (!bar) bar.emplace("loading tensors", total);
+          bar->Update(done);
+        }));
+  }
+  std::string tok_path = options.tokenizer_path;
+  if (tok_path.empty() && !options.model_dir.empty() &&
+      std::filesystem::exists(options.model_dir + "/tokenizer.model")) {
+    tok_path = options.model_dir + "/tokenizer.model";
+  }
+  if (tok_path.empty()) {
+    MOESERVE_ASSIGN_OR_RETURN(s.tokenizer, runtime::Tokenizer::LoadEmbedded());
+  } else {
+    MOESERVE_ASSIGN_OR_RETURN(s.tokenizer, runtime::Tokenizer::Load(tok_path));
+  }
+  const runtime::ModelConfig& c = s.loaded->model->config();
+  if (s.tokenizer->vocab_size() > c.vocab_size) {
+    spdlog::warn("tokenizer has {} pieces but the model's vocab_size is {}",
+                 s.tokenizer->vocab_size(), c.vocab_size);
+  }
+  int64_t blocks = options.kv_blocks;
+  if (blocks == 0) {
+    blocks = std::min<int64_t>(
+        4096, (c.max_position_embeddings + options.kv_block_size - 1) / options.kv_block_size);
+  }
+  MOESERVE_ASSIGN_OR_RETURN(
+      runtime::KvBlockPool pool,
+      runtime::KvBlockPool::Create(*s.backend, s.model().KvShape(options.kv_block_size, blocks)));
+  s.pool = std::make_unique<runtime::KvBlockPool>(std::move(pool));
+  return s;
+}
+
+}  // namespace moeserve::server

@@ -1,0 +1,41 @@
+// Flags shared by the commands that run a model (generate, bench), and loading what they name.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "runtime/kv/kv_block_pool.h"
+#include "runtime/model/model_loader.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace moeserve::server {
+
+struct ModelOptions {
+  std::string model_dir;       // empty: the embedded default model
+  std::string tokenizer_path;  // empty: <model>/tokenizer.model if present, else embedded v1
+  int threads = 0;             // 0: all cores
+  int64_t kv_block_size = 16;
+  int64_t kv_blocks = 0;  // 0: enough for max_position_embeddings tokens (capped at 4096 blocks)
+
+  // Registers --model, --tokenizer, --threads, --kv-block-size, --kv-blocks (with MOESERVE_* env).
+  void AddTo(CLI::App& cmd);
+};
+
+// Everything a command needs to run the model.
+struct ModelSession {
+  std::unique_ptr<kernels::Backend> backend;
+  std::unique_ptr<runtime::LoadedModel> loaded;
+  std::unique_ptr<runtime::Tokenizer> tokenizer;
+  std::unique_ptr<runtime::KvBlockPool> pool;
+
+  runtime::MixtralModel& model() { return *loaded->model; }
+};
+
+// Loads model, tokenizer and KV pool; shows progress on a terminal.
+absl::StatusOr<ModelSession> OpenModelSession(const ModelOptions& options);
+
+}  // namespace moeserve::server
