@@ -51,4 +51,26 @@ void KvBlockPool::Release(SequenceKv& seq) {
   seq.num_tokens = 0;
 }
 
+int64_t KvBlockPool::ReleaseOutOfWindow(SequenceKv& seq, int64_t window) {
+  if (window <= 0) return 0;
+  const int64_t first_needed = seq.num_tokens - window + 1;  // earliest key the next query sees
+  int64_t freed = 0;
+  for (size_t i = 0; i < seq.block_table.size(); ++i) {
+    const int64_t last_pos = static_cast<int64_t>(i + 1) * shape_.block_size - 1;
+    if (last_pos >= first_needed) break;
+    if (seq.block_table[i] >= 0) {
+      FreeBlock(seq.block_table[i]);
+      seq.block_table[i] = -1;
+      ++freed;
+    }
+  }
+  return freed;
+}
+
+int64_t KvBlockPool::LiveBlocks(const SequenceKv& seq) {
+  int64_t live = 0;
+  for (int32_t b : seq.block_table) live += b >= 0 ? 1 : 0;
+  return live;
+}
+
 }  // namespace moeserve::runtime

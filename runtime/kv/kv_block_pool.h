@@ -50,6 +50,13 @@ class KvBlockPool {
   bool Reserve(SequenceKv& seq, int64_t total_tokens);
   // Returns all of seq's blocks to the pool and resets it.
   void Release(SequenceKv& seq);
+  // Sliding window (the rolling buffer of the Mixtral paper): the next query, at position
+  // seq.num_tokens, sees keys j > num_tokens - window, so every block whose last position is at
+  // or before num_tokens - window is returned to the pool; its table entry becomes -1 and later
+  // positions keep their block. Returns the number of blocks freed. window <= 0: no-op.
+  int64_t ReleaseOutOfWindow(SequenceKv& seq, int64_t window);
+  // Blocks `seq` holds (entries that are not -1).
+  static int64_t LiveBlocks(const SequenceKv& seq);
 
   float* k(int64_t layer) { return k_[layer].as<float>(); }
   float* v(int64_t layer) { return v_[layer].as<float>(); }

@@ -1,0 +1,93 @@
+// The serving engine: a bounded admission queue in front of one worker per rank. Each worker owns
+// a model replica's attention state (KV pool), a continuous-batching Scheduler and the sequences
+// it runs; it loops: admit -> schedule -> forward -> sample -> stream back.
+//
+//   front end --Submit--> admission queue --(least-loaded rank)--> Worker thread
+//      ^                                                             |
+//      +------------------- RequestStream <-- updates ---------------+
+//
+// Threading: Submit, Stats and the drain calls are thread-safe and never wait for a model step.
+// Everything a worker owns (scheduler, pool, model, sequences) is touched only by its thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "runtime/engine/request.h"
+#include "runtime/model/mixtral_model.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace moeserve::runtime {
+
+struct EngineOptions {
+  int64_t max_num_seqs = 256;            // running sequences per rank
+  int64_t max_num_batched_tokens = 512;  // tokens per step per rank (prefill chunks + decodes)
+  int64_t max_queue = 4096;              // requests waiting for admission (then RESOURCE_EXHAUSTED)
+  int64_t kv_block_size = 16;
+  int64_t kv_blocks = 0;  // per rank; 0: from kv_cache_bytes
+  int64_t kv_cache_bytes = int64_t{256} << 20;
+  int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
+
+  absl::Status Validate() const;
+};
+
+struct EngineStats {
+  int64_t requests_submitted = 0;
+  int64_t requests_finished = 0;
+  int64_t requests_cancelled = 0;
+  int64_t requests_rejected = 0;  // queue full
+  int64_t prompt_tokens = 0;      // prompt tokens computed (recomputation included)
+  int64_t generated_tokens = 0;
+  int64_t steps = 0;
+  int64_t preemptions = 0;
+  int64_t queue_depth = 0;  // waiting for admission or for a first schedule
+  int64_t running_sequences = 0;
+  int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_used = 0;
+  // Cumulative tokens routed per layer per expert, summed over ranks: [num_layers][num_experts].
+  std::vector<std::vector<int64_t>> expert_tokens;
+};
+
+// One rank's model and everything it needs; the engine takes ownership of the worker's inputs.
+struct RankModel {
+  std::unique_ptr<kernels::Backend> backend;  // may be null when `model` does not own one
+  std::shared_ptr<void> keep_alive;           // whatever backs the weights (e.g. a LoadedModel)
+  MixtralModel* model = nullptr;
+};
+
+class Engine {
+ public:
+  // Starts one worker thread per rank. `tokenizer` must outlive the engine.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::vector<RankModel> ranks,
+                                                        const Tokenizer* tokenizer,
+                                                        const EngineOptions& options);
+  ~Engine();  // cancels what is left and joins the workers
+
+  // Validates and enqueues. InvalidArgument for a bad request (empty prompt, prompt or
+  // prompt + max_tokens past max_model_len, bad sampling parameters, token ids outside the
+  // vocabulary), ResourceExhausted when the admission queue is full, Unavailable after
+  // StopAdmission.
+  absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerationRequest request);
+
+  // Graceful shutdown: refuse new requests, let the admitted ones finish.
+  void StopAdmission();
+  // True when every admitted request has finished before `timeout`.
+  bool WaitUntilIdle(absl::Duration timeout);
+
+  EngineStats Stats() const;
+  const ModelConfig& model_config() const;
+  const EngineOptions& options() const;
+  int64_t max_model_len() const;
+  int world_size() const;
+
+ private:
+  class Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moeserve::runtime

@@ -1,0 +1,87 @@
+// What a front end hands the engine, and what streams back.
+//
+// A front end (gRPC, HTTP, CLI) tokenizes and validates a request, Submits it to the Engine and
+// reads RequestUpdates from the returned RequestStream until one has `finished` set. The engine
+// thread pushes updates; the front-end thread pulls them; nothing blocks the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "runtime/sampling/sampler.h"
+
+namespace moeserve::runtime {
+
+struct GenerationRequest {
+  std::string request_id;       // for logs and stats; the engine assigns one when empty
+  std::vector<int32_t> prompt;  // token ids, BOS included; non-empty
+  SamplingParams sampling;      // validated by Engine::Submit
+};
+
+enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
+const char* FinishReasonName(FinishReason reason);  // "stop", "length", "cancelled", "error"
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;  // top_logprobs alternatives, best first
+};
+
+// New output of one choice (one of the request's n samples) since the previous update.
+struct ChoiceDelta {
+  int32_t index = 0;
+  std::vector<int32_t> tokens;         // tokens generated in this step (usually one)
+  std::string text;                    // newly final text: valid UTF-8, stop strings removed
+  std::vector<TokenLogprob> logprobs;  // one per token when the request asked for logprobs
+  FinishReason finish_reason = FinishReason::kNone;
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;  // summed over the n choices
+};
+
+struct RequestUpdate {
+  std::vector<ChoiceDelta> choices;
+  bool finished = false;  // the last update of the request: every choice has finished
+  absl::Status status;    // not OK when the engine failed the request (finish_reason kError)
+  Usage usage;            // running totals
+};
+
+// The engine -> front end channel of one request. Thread-safe.
+class RequestStream {
+ public:
+  explicit RequestStream(std::string request_id) : request_id_(std::move(request_id)) {}
+
+  const std::string& request_id() const { return request_id_; }
+
+  // Front end: the next update, waiting until `deadline`; nullopt on timeout. Consecutive pending
+  // updates are merged into one, so a slow reader gets fewer, larger updates.
+  std::optional<RequestUpdate> Next(absl::Time deadline);
+  // Front end: stop generating (client went away, deadline passed). The engine frees the
+  // request's KV blocks at its next step and pushes a final kCancelled update.
+  void Cancel();
+  bool cancelled() const;
+
+  // Engine side.
+  void Push(RequestUpdate update);
+  absl::Time submitted_at() const { return submitted_at_; }
+
+ private:
+  const std::string request_id_;
+  const absl::Time submitted_at_ = absl::Now();
+  mutable absl::Mutex mu_;
+  std::deque<RequestUpdate> pending_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace moeserve::runtime
