@@ -1,40 +1,51 @@
 #include "runtime/engine/text_stream.h"
 
+#include <algorithm>
+
 namespace moeserve::runtime {
 namespace {
 
-// Length of the longest prefix of s that does not end inside a UTF-8 sequence or in U+FFFD
-// (SentencePiece decodes a dangling byte-fallback prefix as the replacement character).
-size_t CompletePrefix(const std::string& s) {
+// Prompt tokens kept as decode context: enough for SentencePiece's whitespace handling to see the
+// word before the first generated token.
+constexpr size_t kContextTokens = 6;
+
+// SentencePiece decodes a dangling byte-fallback prefix of a character as U+FFFD; while the text
+// ends in one, more tokens may complete the character.
+bool EndsIncomplete(const std::string& s) {
   static const std::string kReplacement = "\xEF\xBF\xBD";
-  size_t n = s.size();
-  if (n >= 3 && s.compare(n - 3, 3, kReplacement) == 0) return n - 3;
-  // Walk back over continuation bytes to the last lead byte; keep it only if complete.
-  size_t i = n;
-  while (i > 0 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) --i;
-  if (i == 0) return n;
-  const unsigned char lead = static_cast<unsigned char>(s[i - 1]);
-  size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-  return (n - (i - 1) >= need) ? n : i - 1;
+  return s.size() >= 3 && s.compare(s.size() - 3, 3, kReplacement) == 0;
 }
 
 }  // namespace
 
+TextStream::TextStream(const Tokenizer& tokenizer, const std::vector<int32_t>& context)
+    : tokenizer_(tokenizer) {
+  const size_t keep = std::min(context.size(), kContextTokens);
+  tokens_.assign(context.end() - static_cast<std::ptrdiff_t>(keep), context.end());
+  read_offset_ = tokens_.size();
+}
+
+std::string TextStream::DecodeRange(size_t begin, size_t end) const {
+  return tokenizer_.Decode(
+      std::vector<int32_t>(tokens_.begin() + static_cast<std::ptrdiff_t>(begin),
+                           tokens_.begin() + static_cast<std::ptrdiff_t>(end)));
+}
+
 std::string TextStream::Push(int32_t token) {
   tokens_.push_back(token);
-  const std::string text = tokenizer_.Decode(tokens_);
-  const size_t complete = CompletePrefix(text);
-  if (complete <= emitted_) return "";
-  std::string out = text.substr(emitted_, complete - emitted_);
-  emitted_ = complete;
-  return out;
+  const std::string prefix_text = DecodeRange(prefix_offset_, read_offset_);
+  const std::string new_text = DecodeRange(prefix_offset_, tokens_.size());
+  if (new_text.size() <= prefix_text.size() || EndsIncomplete(new_text)) return "";
+  prefix_offset_ = read_offset_;
+  read_offset_ = tokens_.size();
+  return new_text.substr(prefix_text.size());
 }
 
 std::string TextStream::Flush() {
-  const std::string text = tokenizer_.Decode(tokens_);
-  std::string out = text.size() > emitted_ ? text.substr(emitted_) : "";
-  emitted_ = text.size();
-  return out;
+  const std::string prefix_text = DecodeRange(prefix_offset_, read_offset_);
+  const std::string new_text = DecodeRange(prefix_offset_, tokens_.size());
+  prefix_offset_ = read_offset_ = tokens_.size();
+  return new_text.size() > prefix_text.size() ? new_text.substr(prefix_text.size()) : "";
 }
 
 }  // namespace moeserve::runtime

@@ -42,7 +42,9 @@ int RunGenerate(const GenerateFlags& f) {
   } else {
     prompt = tok.Encode(f.prompt, /*add_bos=*/true, /*add_eos=*/false);
   }
-  runtime::TextStream stream(tok);
+  // A completion continues the prompt's text (keep the first word's leading space); a chat
+  // answer is text of its own, decoded alone as mistral-common does.
+  runtime::TextStream stream(tok, f.chat ? std::vector<int32_t>{} : prompt);
   absl::StatusOr<runtime::GenerateResult> result =
       runtime::Generate(session->model(), *session->pool, prompt, f.gen, [&](int32_t token) {
         if (token == tok.eos_id()) return;
