@@ -30,17 +30,14 @@ class Choice {
 
   // Samples the next token from `logits` ([vocab], the row of the sequence's last token), appends
   // it to the sequence, and returns what the client gets: the token, newly final text, logprobs,
-  // and a finish reason when this token ends the choice.
+  // and a finish reason when this token ends the choice (EOS, stop token, stop string,
+  // max_tokens: StopChecker's OpenAI semantics).
   ChoiceDelta OnLogits(const float* logits, int64_t vocab);
   // Ends the choice without a token (cancelled, failed); emits text still held back.
   ChoiceDelta Abort(FinishReason reason);
 
  private:
-  ChoiceDelta Finish(ChoiceDelta delta, FinishReason reason);
-
   const int32_t index_;
-  const int32_t eos_token_id_;
-  const int64_t max_tokens_;
   Sequence seq_;
   Sampler sampler_;
   TextStream text_;

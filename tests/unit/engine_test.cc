@@ -4,6 +4,7 @@
 // single token.
 #include "runtime/engine/engine.h"
 
+#include <algorithm>
 #include <memory>
 #include <random>
 #include <string>
@@ -205,6 +206,29 @@ TEST(EngineTest, NChoicesAreIndependentStreams) {
   }
   EXPECT_NE(c.tokens[0], c.tokens[1]);
   EXPECT_EQ(c.usage.completion_tokens, 24);
+}
+
+TEST(EngineTest, StopStringCutsTheTextBeforeIt) {
+  Fixture f = Load("");
+  auto engine = MakeEngine(f, {});
+  const std::vector<int32_t> prompt = {1, 22557, 28725, 586, 1141, 349};  // "Hello, my name is"
+  Collected full = Collect(**engine->Submit(Greedy(prompt, 30)));
+  ASSERT_GT(full.text[0].size(), 12u);
+  // A stop string taken from the middle of the unconstrained output: the stopped output must be
+  // exactly the text before its first occurrence.
+  const std::string stop = full.text[0].substr(full.text[0].size() / 2, 3);
+  GenerationRequest r = Greedy(prompt, 30);
+  r.sampling.stop = {stop};
+  Collected cut = Collect(**engine->Submit(r));
+  EXPECT_EQ(cut.text[0], full.text[0].substr(0, full.text[0].find(stop)));
+  EXPECT_EQ(cut.finish[0], FinishReason::kStop);
+  // A stop token id ends the choice at its first occurrence, without its text.
+  GenerationRequest t = Greedy(prompt, 30);
+  t.sampling.stop_token_ids = {full.tokens[0][4]};
+  Collected at_token = Collect(**engine->Submit(t));
+  const auto first = std::find(full.tokens[0].begin(), full.tokens[0].end(), full.tokens[0][4]);
+  EXPECT_EQ(at_token.tokens[0], std::vector<int32_t>(full.tokens[0].begin(), first + 1));
+  EXPECT_EQ(at_token.finish[0], FinishReason::kStop);
 }
 
 TEST(EngineTest, CancelFreesKvBlocks) {
