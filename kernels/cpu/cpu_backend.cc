@@ -18,9 +18,7 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int num_threads) {
-    if (num_threads > 0) omp_set_num_threads(num_threads);
-  }
+  explicit CpuBackend(int num_threads) : num_threads_(num_threads) {}
   Device device() const override { return Device::kCpu; }
   std::string_view name() const override { return "cpu"; }
 
@@ -32,19 +30,63 @@ class CpuBackend final : public Backend {
     std::memcpy(dst, src, bytes);
   }
 
-  void Embedding(const EmbeddingParams& p) override { cpu::Embedding(p); }
-  void RmsNorm(const RmsNormParams& p) override { cpu::RmsNorm(p); }
-  void Rope(const RopeParams& p) override { cpu::Rope(p); }
-  void Matmul(const MatmulParams& p) override { cpu::Matmul(p); }
-  void KvWrite(const KvWriteParams& p) override { cpu::KvWrite(p); }
-  void PagedAttention(const PagedAttentionParams& p) override { cpu::PagedAttention(p); }
-  void RouterTopK(const RouterTopKParams& p) override { cpu::RouterTopK(p); }
-  void GatherRows(const GatherRowsParams& p) override { cpu::GatherRows(p); }
-  void SwiGlu(const SwiGluParams& p) override { cpu::SwiGlu(p); }
-  void MoeCombine(const MoeCombineParams& p) override { cpu::MoeCombine(p); }
-  void AddInPlace(const AddInPlaceParams& p) override { cpu::AddInPlace(p); }
+  void Embedding(const EmbeddingParams& p) override {
+    UseThreads();
+    cpu::Embedding(p);
+  }
+  void RmsNorm(const RmsNormParams& p) override {
+    UseThreads();
+    cpu::RmsNorm(p);
+  }
+  void Rope(const RopeParams& p) override {
+    UseThreads();
+    cpu::Rope(p);
+  }
+  void Matmul(const MatmulParams& p) override {
+    UseThreads();
+    cpu::Matmul(p);
+  }
+  void KvWrite(const KvWriteParams& p) override {
+    UseThreads();
+    cpu::KvWrite(p);
+  }
+  void PagedAttention(const PagedAttentionParams& p) override {
+    UseThreads();
+    cpu::PagedAttention(p);
+  }
+  void RouterTopK(const RouterTopKParams& p) override {
+    UseThreads();
+    cpu::RouterTopK(p);
+  }
+  void GatherRows(const GatherRowsParams& p) override {
+    UseThreads();
+    cpu::GatherRows(p);
+  }
+  void SwiGlu(const SwiGluParams& p) override {
+    UseThreads();
+    cpu::SwiGlu(p);
+  }
+  void MoeCombine(const MoeCombineParams& p) override {
+    UseThreads();
+    cpu::MoeCombine(p);
+  }
+  void AddInPlace(const AddInPlaceParams& p) override {
+    UseThreads();
+    cpu::AddInPlace(p);
+  }
 
   absl::Status Synchronize() override { return absl::OkStatus(); }
+
+ private:
+  // OpenMP's thread count is a per-thread setting, and the model runs on the engine's worker
+  // thread, not the one that made the backend: apply it in the calling thread (cheap when set).
+  void UseThreads() const {
+    if (num_threads_ > 0 && omp_get_max_threads() != num_threads_) {
+      omp_set_num_threads(num_threads_);
+    }
+  }
+
+  const int num_threads_;  // 0: OpenMP's default (all cores or OMP_NUM_THREADS)
 };
 
 }  // namespace

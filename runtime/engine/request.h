@@ -25,6 +25,9 @@ struct GenerationRequest {
   std::string request_id;       // for logs and stats; the engine assigns one when empty
   std::vector<int32_t> prompt;  // token ids, BOS included; non-empty
   SamplingParams sampling;      // validated by Engine::Submit
+  // True for a completion (the output continues the prompt's text, so the first word keeps its
+  // leading space); false for a chat answer, decoded on its own like mistral-common does.
+  bool text_continues_prompt = true;
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };

@@ -1,0 +1,48 @@
+// One choice (of a request's n) being generated: its scheduler Sequence plus everything that turns
+// the logits of its last token into output: the Sampler (own generator), incremental
+// detokenization, stop strings / stop tokens / EOS / max_tokens.
+//
+// Threading: owned by the worker thread that runs the sequence.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/engine/request.h"
+#include "runtime/engine/text_stream.h"
+#include "runtime/sampling/sampler.h"
+#include "runtime/sampling/stop_checker.h"
+#include "runtime/scheduler/sequence.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace moeserve::runtime {
+
+class Choice {
+ public:
+  // REQUIRES: request.sampling validated, with max_tokens resolved (Engine::Submit does both).
+  Choice(int32_t index, int64_t seq_id, const GenerationRequest& request,
+         const Tokenizer& tokenizer, int32_t eos_token_id);
+
+  Sequence& seq() { return seq_; }
+  int32_t index() const { return index_; }
+  bool finished() const { return finish_ != FinishReason::kNone; }
+
+  // Samples the next token from `logits` ([vocab], the row of the sequence's last token), appends
+  // it to the sequence, and returns what the client gets: the token, newly final text, logprobs,
+  // and a finish reason when this token ends the choice (EOS, stop token, stop string,
+  // max_tokens: StopChecker's OpenAI semantics).
+  ChoiceDelta OnLogits(const float* logits, int64_t vocab);
+  // Ends the choice without a token (cancelled, failed); emits text still held back.
+  ChoiceDelta Abort(FinishReason reason);
+
+ private:
+  const int32_t index_;
+  Sequence seq_;
+  Sampler sampler_;
+  TextStream text_;
+  StopChecker stop_;
+  FinishReason finish_ = FinishReason::kNone;
+};
+
+}  // namespace moeserve::runtime

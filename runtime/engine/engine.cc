@@ -1,0 +1,194 @@
+#include "runtime/engine/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/base/status_macros.h"
+#include "runtime/engine/worker.h"
+
+namespace moeserve::runtime {
+
+absl::Status EngineOptions::Validate() const {
+  auto positive = [](const char* name, int64_t v) -> absl::Status {
+    if (v > 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(name, " must be > 0, got ", v));
+  };
+  MOESERVE_RETURN_IF_ERROR(positive("--max-num-seqs", max_num_seqs));
+  MOESERVE_RETURN_IF_ERROR(positive("--max-num-batched-tokens", max_num_batched_tokens));
+  MOESERVE_RETURN_IF_ERROR(positive("--max-queue", max_queue));
+  MOESERVE_RETURN_IF_ERROR(positive("--kv-block-size", kv_block_size));
+  if (kv_blocks < 0) return absl::InvalidArgumentError("--kv-blocks must be >= 0");
+  if (kv_blocks == 0) MOESERVE_RETURN_IF_ERROR(positive("--kv-cache-bytes", kv_cache_bytes));
+  if (max_model_len < 0) return absl::InvalidArgumentError("--max-model-len must be >= 0");
+  return absl::OkStatus();
+}
+
+class Engine::Impl {
+ public:
+  Impl(const Tokenizer* tokenizer, const EngineOptions& options, ModelConfig config)
+      : tokenizer_(tokenizer), options_(options), config_(std::move(config)) {}
+
+  const Tokenizer* tokenizer_;
+  EngineOptions options_;
+  ModelConfig config_;
+  int64_t max_model_len_ = 0;
+  int64_t blocks_per_rank_ = 0;
+  EngineCounters counters_;
+  std::atomic<int64_t> next_request_id_{0};
+  std::atomic<bool> admitting_{true};
+  std::vector<std::unique_ptr<Worker>> workers_;
+
+  // Blocks one sequence of `total_tokens` holds at most (with a sliding window, only the window
+  // plus one step's chunk stays resident).
+  int64_t BlocksForSequence(int64_t total_tokens) const {
+    int64_t resident = total_tokens;
+    if (config_.sliding_window && *config_.sliding_window > 0) {
+      resident = std::min(resident, *config_.sliding_window + options_.max_num_batched_tokens +
+                                        options_.kv_block_size);
+    }
+    return (resident + options_.kv_block_size - 1) / options_.kv_block_size;
+  }
+};
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() {
+  impl_->admitting_ = false;
+  impl_->workers_.clear();  // each worker cancels what it still runs and joins its thread
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::vector<RankModel> ranks,
+                                                       const Tokenizer* tokenizer,
+                                                       const EngineOptions& options) {
+  MOESERVE_RETURN_IF_ERROR(options.Validate());
+  if (ranks.empty()) return absl::InvalidArgumentError("engine: no ranks");
+  if (tokenizer == nullptr) return absl::InvalidArgumentError("engine: no tokenizer");
+  const ModelConfig& config = ranks[0].model->config();
+  auto impl = std::make_unique<Impl>(tokenizer, options, config);
+  impl->max_model_len_ =
+      options.max_model_len > 0 ? options.max_model_len : config.max_position_embeddings;
+  if (impl->max_model_len_ > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-model-len ", impl->max_model_len_,
+                                                   " exceeds the model's max_position_embeddings ",
+                                                   config.max_position_embeddings));
+  }
+  SchedulerConfig sched{.max_num_seqs = options.max_num_seqs,
+                        .max_num_batched_tokens = options.max_num_batched_tokens,
+                        .sliding_window = config.sliding_window.value_or(0)};
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    MixtralModel& model = *ranks[r].model;
+    int64_t blocks = options.kv_blocks;
+    if (blocks == 0) {
+      const KvCacheShape unit = model.KvShape(options.kv_block_size, 1);
+      const int64_t bytes_per_block =
+          2 * unit.num_layers * unit.floats_per_block() * static_cast<int64_t>(sizeof(float));
+      blocks = options.kv_cache_bytes / bytes_per_block;
+    }
+    if (impl->BlocksForSequence(impl->max_model_len_) > blocks &&
+        impl->BlocksForSequence(1) > blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV cache of ", blocks, " blocks cannot hold even one block of tokens"));
+    }
+    MOESERVE_ASSIGN_OR_RETURN(
+        KvBlockPool pool,
+        KvBlockPool::Create(model.backend(), model.KvShape(options.kv_block_size, blocks)));
+    impl->blocks_per_rank_ = blocks;
+    impl->workers_.push_back(std::make_unique<Worker>(static_cast<int>(r), std::move(ranks[r]),
+                                                      std::move(pool), sched, tokenizer,
+                                                      &impl->counters_));
+  }
+  for (auto& w : impl->workers_) w->Start();
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest request) {
+  Impl& m = *impl_;
+  if (!m.admitting_) return absl::UnavailableError("the server is shutting down");
+  const int64_t prompt_len = static_cast<int64_t>(request.prompt.size());
+  if (prompt_len == 0) return absl::InvalidArgumentError("the prompt is empty");
+  const int64_t vocab = m.config_.vocab_size;
+  for (size_t i = 0; i < request.prompt.size(); ++i) {
+    if (request.prompt[i] < 0 || request.prompt[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " is ", request.prompt[i],
+                                                     ", outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  MOESERVE_RETURN_IF_ERROR(request.sampling.Validate());
+  MOESERVE_ASSIGN_OR_RETURN(const int64_t max_tokens,
+                            request.sampling.ResolveMaxTokens(prompt_len, m.max_model_len_));
+  request.sampling.max_tokens = max_tokens;
+  const int64_t blocks_needed = m.BlocksForSequence(prompt_len + max_tokens);
+  if (blocks_needed > m.blocks_per_rank_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the request needs ", blocks_needed, " KV cache blocks but a rank has ",
+                     m.blocks_per_rank_, "; lower max_tokens or raise --kv-cache-bytes"));
+  }
+  // Admission: the queue bound counts requests not yet scheduled for the first time.
+  if (m.counters_.queue_depth.fetch_add(1, std::memory_order_relaxed) >= m.options_.max_queue) {
+    m.counters_.queue_depth.fetch_sub(1, std::memory_order_relaxed);
+    m.counters_.requests_rejected.fetch_add(1, std::memory_order_relaxed);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the request queue is full (", m.options_.max_queue, " waiting); retry later"));
+  }
+  if (request.request_id.empty()) {
+    request.request_id = absl::StrCat("req-", m.next_request_id_.fetch_add(1));
+  }
+  auto stream = std::make_shared<RequestStream>(request.request_id);
+  Worker* target = m.workers_[0].get();
+  for (auto& w : m.workers_) {
+    if (w->load() < target->load()) target = w.get();
+  }
+  m.counters_.requests_submitted.fetch_add(1, std::memory_order_relaxed);
+  m.counters_.in_flight.fetch_add(1, std::memory_order_relaxed);
+  target->Enqueue({std::move(request), stream});
+  return stream;
+}
+
+void Engine::StopAdmission() { impl_->admitting_ = false; }
+
+bool Engine::WaitUntilIdle(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (impl_->counters_.in_flight.load() > 0) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
+}
+
+EngineStats Engine::Stats() const {
+  const EngineCounters& c = impl_->counters_;
+  EngineStats s;
+  s.requests_submitted = c.requests_submitted.load();
+  s.requests_finished = c.requests_finished.load();
+  s.requests_cancelled = c.requests_cancelled.load();
+  s.requests_rejected = c.requests_rejected.load();
+  s.prompt_tokens = c.prompt_tokens.load();
+  s.generated_tokens = c.generated_tokens.load();
+  s.steps = c.steps.load();
+  s.queue_depth = c.queue_depth.load();
+  for (const auto& w : impl_->workers_) {
+    Worker::Snapshot snap = w->snapshot();
+    s.running_sequences += snap.running;
+    s.kv_blocks_total += snap.kv_blocks_total;
+    s.kv_blocks_used += snap.kv_blocks_used;
+    s.preemptions += snap.preemptions;
+    if (s.expert_tokens.empty()) {
+      s.expert_tokens = snap.expert_tokens;
+    } else {
+      for (size_t l = 0; l < s.expert_tokens.size(); ++l) {
+        for (size_t e = 0; e < s.expert_tokens[l].size(); ++e) {
+          s.expert_tokens[l][e] += snap.expert_tokens[l][e];
+        }
+      }
+    }
+  }
+  return s;
+}
+
+const ModelConfig& Engine::model_config() const { return impl_->config_; }
+const EngineOptions& Engine::options() const { return impl_->options_; }
+int64_t Engine::max_model_len() const { return impl_->max_model_len_; }
+int Engine::world_size() const { return static_cast<int>(impl_->workers_.size()); }
+
+}  // namespace moeserve::runtime

@@ -1,0 +1,76 @@
+#include "runtime/engine/request.h"
+
+namespace moeserve::runtime {
+
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
+    case FinishReason::kNone:
+      break;
+  }
+  return "";
+}
+
+namespace {
+
+// Appends `next` to `into`: both describe the same request, `next` later.
+void Merge(RequestUpdate& into, RequestUpdate&& next) {
+  for (ChoiceDelta& d : next.choices) {
+    ChoiceDelta* target = nullptr;
+    for (ChoiceDelta& existing : into.choices) {
+      if (existing.index == d.index) target = &existing;
+    }
+    if (target == nullptr) {
+      into.choices.push_back(std::move(d));
+      continue;
+    }
+    target->tokens.insert(target->tokens.end(), d.tokens.begin(), d.tokens.end());
+    target->text += d.text;
+    for (TokenLogprob& lp : d.logprobs) target->logprobs.push_back(std::move(lp));
+    if (d.finish_reason != FinishReason::kNone) target->finish_reason = d.finish_reason;
+  }
+  into.finished = into.finished || next.finished;
+  if (!next.status.ok()) into.status = next.status;
+  into.usage = next.usage;
+}
+
+}  // namespace
+
+std::optional<RequestUpdate> RequestStream::Next(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithDeadline(absl::Condition(
+                            +[](std::deque<RequestUpdate>* q) { return !q->empty(); }, &pending_),
+                        deadline);
+  if (pending_.empty()) return std::nullopt;
+  RequestUpdate out = std::move(pending_.front());
+  pending_.pop_front();
+  while (!pending_.empty()) {
+    Merge(out, std::move(pending_.front()));
+    pending_.pop_front();
+  }
+  return out;
+}
+
+void RequestStream::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+}
+
+bool RequestStream::cancelled() const {
+  absl::MutexLock lock(&mu_);
+  return cancelled_;
+}
+
+void RequestStream::Push(RequestUpdate update) {
+  absl::MutexLock lock(&mu_);
+  pending_.push_back(std::move(update));
+}
+
+}  // namespace moeserve::runtime

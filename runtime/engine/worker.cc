@@ -1,0 +1,213 @@
+#include "runtime/engine/worker.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace moeserve::runtime {
+
+Worker::Worker(int rank, RankModel rank_model, KvBlockPool pool, const SchedulerConfig& config,
+               const Tokenizer* tokenizer, EngineCounters* counters)
+    : rank_(rank),
+      rank_model_(std::move(rank_model)),
+      pool_(std::move(pool)),
+      scheduler_(config, &pool_),
+      tokenizer_(tokenizer),
+      counters_(counters) {
+  PublishSnapshot();
+}
+
+Worker::~Worker() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Worker::Enqueue(AdmittedRequest request) {
+  load_.fetch_add(1, std::memory_order_relaxed);
+  absl::MutexLock lock(&mu_);
+  inbox_.push_back(std::move(request));
+}
+
+Worker::Snapshot Worker::snapshot() const {
+  absl::MutexLock lock(&mu_);
+  return snapshot_;
+}
+
+void Worker::Loop() {
+  while (true) {
+    std::vector<AdmittedRequest> incoming;
+    bool stopping;
+    {
+      absl::MutexLock lock(&mu_);
+      if (active_.empty()) {
+        // Idle: sleep until a request arrives or the engine shuts down. With work, never wait.
+        struct Wake {
+          const std::vector<AdmittedRequest>* inbox;
+          const bool* stop;
+        } wake{&inbox_, &stop_};
+        mu_.Await(absl::Condition(
+            +[](Wake* w) { return !w->inbox->empty() || *w->stop; }, &wake));
+      }
+      incoming.swap(inbox_);
+      stopping = stop_;
+    }
+    Admit(std::move(incoming));
+    CancelAbandoned(/*cancel_all=*/stopping);
+    if (stopping) break;
+    RunStep();
+  }
+  PublishSnapshot();
+}
+
+void Worker::Admit(std::vector<AdmittedRequest> incoming) {
+  for (AdmittedRequest& admitted : incoming) {
+    const int64_t key = next_request_key_++;
+    Active& a = active_[key];
+    a.admitted = std::move(admitted);
+    const GenerationRequest& req = a.admitted.request;
+    a.usage.prompt_tokens = static_cast<int64_t>(req.prompt.size());
+    for (int32_t i = 0; i < req.sampling.n; ++i) {
+      auto choice = std::make_unique<Choice>(i, next_seq_id_++, req, *tokenizer_,
+                                             rank_model_.model->config().eos_token_id);
+      seq_choice_[choice->seq().id] = choice.get();
+      seq_request_[choice->seq().id] = key;
+      scheduler_.Add(&choice->seq());
+      a.choices.push_back(std::move(choice));
+    }
+    a.unfinished = req.sampling.n;
+  }
+}
+
+void Worker::CancelAbandoned(bool cancel_all) {
+  std::vector<int64_t> cancelled;
+  for (auto& [key, a] : active_) {
+    if (cancel_all || a.admitted.stream->cancelled()) cancelled.push_back(key);
+  }
+  if (cancelled.empty()) return;
+  std::vector<RequestUpdate> updates(cancelled.size());
+  for (size_t i = 0; i < cancelled.size(); ++i) {
+    for (auto& choice : active_[cancelled[i]].choices) {
+      if (choice->finished()) continue;
+      scheduler_.Finish(&choice->seq());  // frees its KV blocks now
+      updates[i].choices.push_back(choice->Abort(FinishReason::kCancelled));
+    }
+  }
+  PublishSnapshot();  // a client that sees the final update also sees the blocks freed
+  for (size_t i = 0; i < cancelled.size(); ++i) {
+    Complete(cancelled[i], std::move(updates[i]), FinishReason::kCancelled);
+  }
+}
+
+void Worker::RunStep() {
+  SchedulerOutput plan = scheduler_.Schedule();
+  if (plan.empty()) {
+    // Work that cannot be scheduled yet (e.g. waiting for blocks held by nothing that will run):
+    // Engine::Submit rejects requests that could never fit, so this is transient. Don't spin.
+    absl::SleepFor(absl::Milliseconds(1));
+    return;
+  }
+
+  std::vector<SequenceStep> batch;
+  batch.reserve(plan.scheduled.size());
+  int64_t prompt_tokens = 0;
+  for (const ScheduledSequence& s : plan.scheduled) {
+    Sequence& seq = *s.seq;
+    const auto begin = seq.tokens.begin() + seq.num_computed_tokens();
+    batch.push_back({std::vector<int32_t>(begin, begin + s.num_new_tokens), &seq.kv, false});
+    const int64_t first = seq.num_computed_tokens();
+    prompt_tokens +=
+        std::max<int64_t>(0, std::min(first + s.num_new_tokens, seq.num_prompt_tokens) - first);
+    Active& a = active_[seq_request_[seq.id]];
+    if (a.queued) {
+      a.queued = false;
+      counters_->queue_depth.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+  StepOutput out;
+  const absl::Status status = rank_model_.model->Forward(absl::MakeSpan(batch), pool_, &out);
+  counters_->steps.fetch_add(1, std::memory_order_relaxed);
+  counters_->prompt_tokens.fetch_add(prompt_tokens, std::memory_order_relaxed);
+  scheduler_.OnStepDone(plan);
+
+  std::map<int64_t, RequestUpdate> updates;  // by request key
+  if (!status.ok()) {
+    // A model failure fails the requests of this step only; the worker keeps serving.
+    spdlog::error("rank {}: step failed: {}", rank_, std::string(status.message()));
+    for (const ScheduledSequence& s : plan.scheduled) {
+      Choice* choice = seq_choice_[s.seq->id];
+      if (choice->finished()) continue;
+      scheduler_.Finish(s.seq);
+      RequestUpdate& u = updates[seq_request_[s.seq->id]];
+      u.status = status;
+      u.choices.push_back(choice->Abort(FinishReason::kError));
+    }
+  } else {
+    for (size_t i = 0; i < plan.scheduled.size(); ++i) {
+      const ScheduledSequence& s = plan.scheduled[i];
+      if (!s.samples) continue;
+      Choice* choice = seq_choice_[s.seq->id];
+      ChoiceDelta delta = choice->OnLogits(out.last_row(static_cast<int64_t>(i)), out.vocab);
+      counters_->generated_tokens.fetch_add(1, std::memory_order_relaxed);
+      if (choice->finished()) scheduler_.Finish(s.seq);
+      updates[seq_request_[s.seq->id]].choices.push_back(std::move(delta));
+    }
+  }
+
+  PublishSnapshot();  // before the updates: a client never sees stats older than its tokens
+  for (auto& [key, update] : updates) {
+    Active& a = active_[key];
+    for (const ChoiceDelta& d : update.choices) {
+      a.usage.completion_tokens += static_cast<int64_t>(d.tokens.size());
+      if (d.finish_reason != FinishReason::kNone) --a.unfinished;
+    }
+    if (a.unfinished == 0) {
+      Complete(key, std::move(update), status.ok() ? FinishReason::kStop : FinishReason::kError);
+    } else {
+      update.usage = a.usage;
+      a.admitted.stream->Push(std::move(update));
+    }
+  }
+}
+
+void Worker::Complete(int64_t key, RequestUpdate update, FinishReason reason) {
+  Active& a = active_[key];
+  update.finished = true;
+  update.usage = a.usage;
+  if (a.queued) counters_->queue_depth.fetch_sub(1, std::memory_order_relaxed);
+  if (reason == FinishReason::kCancelled) {
+    counters_->requests_cancelled.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    counters_->requests_finished.fetch_add(1, std::memory_order_relaxed);
+  }
+  a.admitted.stream->Push(std::move(update));
+  for (auto& choice : a.choices) {
+    seq_choice_.erase(choice->seq().id);
+    seq_request_.erase(choice->seq().id);
+  }
+  active_.erase(key);
+  load_.fetch_sub(1, std::memory_order_relaxed);
+  counters_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Worker::PublishSnapshot() {
+  Snapshot s;
+  s.running = scheduler_.num_running();
+  s.waiting = scheduler_.num_waiting();
+  s.kv_blocks_used = pool_.num_used_blocks();
+  s.kv_blocks_total = pool_.shape().num_blocks;
+  s.preemptions = scheduler_.num_preemptions();
+  s.expert_tokens = rank_model_.model->expert_load().tokens;
+  absl::MutexLock lock(&mu_);
+  snapshot_ = std::move(s);
+}
+
+}  // namespace moeserve::runtime

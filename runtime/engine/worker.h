@@ -1,0 +1,104 @@
+// One rank's engine loop: owns the rank's model, KV block pool, scheduler and the requests
+// admitted to it, and runs admit -> schedule -> forward -> sample -> stream back on its own thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "runtime/engine/choice.h"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/request.h"
+#include "runtime/kv/kv_block_pool.h"
+#include "runtime/scheduler/scheduler.h"
+
+namespace moeserve::runtime {
+
+// Counters shared by all workers and read by Engine::Stats (relaxed atomics: monotonic totals).
+struct EngineCounters {
+  std::atomic<int64_t> requests_submitted{0};
+  std::atomic<int64_t> requests_finished{0};
+  std::atomic<int64_t> requests_cancelled{0};
+  std::atomic<int64_t> requests_rejected{0};
+  std::atomic<int64_t> prompt_tokens{0};
+  std::atomic<int64_t> generated_tokens{0};
+  std::atomic<int64_t> steps{0};
+  std::atomic<int64_t> queue_depth{0};  // admitted, not yet scheduled for the first time
+  std::atomic<int64_t> in_flight{0};    // admitted, not yet finished
+};
+
+// A request admitted to a worker.
+struct AdmittedRequest {
+  GenerationRequest request;
+  std::shared_ptr<RequestStream> stream;
+};
+
+class Worker {
+ public:
+  Worker(int rank, RankModel rank_model, KvBlockPool pool, const SchedulerConfig& config,
+         const Tokenizer* tokenizer, EngineCounters* counters);
+  ~Worker();  // stops the thread; requests still running get a kCancelled final update
+
+  void Start();
+  // Thread-safe: hands a validated request to this worker.
+  void Enqueue(AdmittedRequest request);
+  // Thread-safe: requests admitted here and not finished (the least-loaded rank gets the next).
+  int64_t load() const { return load_.load(std::memory_order_relaxed); }
+
+  // Thread-safe snapshots, refreshed after every step.
+  struct Snapshot {
+    int64_t running = 0;
+    int64_t waiting = 0;
+    int64_t kv_blocks_used = 0;
+    int64_t kv_blocks_total = 0;
+    int64_t preemptions = 0;
+    std::vector<std::vector<int64_t>> expert_tokens;
+  };
+  Snapshot snapshot() const;
+  const KvBlockPool& pool() const { return pool_; }
+
+ private:
+  struct Active {
+    AdmittedRequest admitted;
+    std::vector<std::unique_ptr<Choice>> choices;
+    int64_t unfinished = 0;
+    bool queued = true;  // counted in EngineCounters::queue_depth until first scheduled
+    Usage usage;
+  };
+
+  void Loop();
+  void Admit(std::vector<AdmittedRequest> incoming);
+  void CancelAbandoned(bool cancel_all);
+  void RunStep();
+  // Removes a finished request; `update` is its last update.
+  void Complete(int64_t request_key, RequestUpdate update, FinishReason reason);
+  void PublishSnapshot();
+
+  const int rank_;
+  RankModel rank_model_;
+  KvBlockPool pool_;
+  Scheduler scheduler_;
+  const Tokenizer* tokenizer_;
+  EngineCounters* counters_;
+
+  // Worker-thread state.
+  std::map<int64_t, Active> active_;        // by request key (admission order)
+  std::map<int64_t, Choice*> seq_choice_;   // sequence id -> its choice
+  std::map<int64_t, int64_t> seq_request_;  // sequence id -> request key
+  int64_t next_request_key_ = 0;
+  int64_t next_seq_id_ = 0;
+
+  std::atomic<int64_t> load_{0};
+  mutable absl::Mutex mu_;
+  std::vector<AdmittedRequest> inbox_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace moeserve::runtime

@@ -1,0 +1,328 @@
+// The serving engine on real (small) models. Oracle: runtime::Generate, the single-sequence loop
+// that the golden tests check against Hugging Face transformers. Continuous batching, chunked
+// prefill, preemption with recompute and the sliding-window block release must not change a
+// single token.
+#include "runtime/engine/engine.h"
+
+#include <algorithm>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "runtime/engine/generate.h"
+#include "runtime/model/model_loader.h"
+
+namespace moeserve::runtime {
+namespace {
+
+struct Fixture {
+  std::unique_ptr<kernels::Backend> backend;
+  std::shared_ptr<LoadedModel> loaded;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+Fixture Load(const std::string& dir) {
+  Fixture f;
+  f.backend = kernels::MakeCpuBackend(1);
+  auto loaded =
+      dir.empty() ? LoadEmbeddedModel(f.backend.get()) : LoadModelDir(dir, f.backend.get());
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+  f.loaded = std::shared_ptr<LoadedModel>(std::move(*loaded));
+  auto tok = Tokenizer::LoadEmbedded();
+  EXPECT_TRUE(tok.ok());
+  f.tokenizer = *std::move(tok);
+  return f;
+}
+
+std::unique_ptr<Engine> MakeEngine(Fixture& f, EngineOptions options) {
+  std::vector<RankModel> ranks(1);
+  ranks[0].keep_alive = f.loaded;
+  ranks[0].model = f.loaded->model.get();
+  auto engine = Engine::Create(std::move(ranks), f.tokenizer.get(), options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return *std::move(engine);
+}
+
+// What a front end does: reads the stream to the end.
+struct Collected {
+  std::vector<std::vector<int32_t>> tokens;  // per choice
+  std::vector<std::string> text;
+  std::vector<FinishReason> finish;
+  Usage usage;
+  absl::Status status;
+};
+
+Collected Collect(RequestStream& stream, int n = 1) {
+  Collected c;
+  c.tokens.resize(n);
+  c.text.resize(n);
+  c.finish.resize(n, FinishReason::kNone);
+  while (true) {
+    std::optional<RequestUpdate> u = stream.Next(absl::Now() + absl::Seconds(60));
+    if (!u) {
+      ADD_FAILURE() << "no update within 60 s";
+      return c;
+    }
+    for (ChoiceDelta& d : u->choices) {
+      c.tokens[d.index].insert(c.tokens[d.index].end(), d.tokens.begin(), d.tokens.end());
+      c.text[d.index] += d.text;
+      if (d.finish_reason != FinishReason::kNone) c.finish[d.index] = d.finish_reason;
+    }
+    c.usage = u->usage;
+    if (!u->status.ok()) c.status = u->status;
+    if (u->finished) return c;
+  }
+}
+
+std::vector<int32_t> Oracle(Fixture& f, const std::vector<int32_t>& prompt, int64_t max_tokens) {
+  auto pool = KvBlockPool::Create(*f.backend, f.loaded->model->KvShape(16, 256));
+  EXPECT_TRUE(pool.ok());
+  GenerateOptions options;
+  options.max_tokens = max_tokens;
+  options.stop_at_eos = true;
+  auto r = Generate(*f.loaded->model, *pool, prompt, options);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r->tokens;
+}
+
+std::vector<std::vector<int32_t>> RandomPrompts(int n, int max_len, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < n; ++i) {
+    std::vector<int32_t> p(1 + rng() % max_len);
+    p[0] = 1;  // BOS
+    for (size_t k = 1; k < p.size(); ++k) p[k] = 3 + static_cast<int32_t>(rng() % (vocab - 3));
+    prompts.push_back(p);
+  }
+  return prompts;
+}
+
+GenerationRequest Greedy(const std::vector<int32_t>& prompt, int64_t max_tokens) {
+  GenerationRequest r;
+  r.prompt = prompt;
+  r.sampling.max_tokens = max_tokens;
+  return r;
+}
+
+// Submits every prompt at once and checks each output against the single-sequence oracle.
+void ExpectBatchedEqualsAlone(Fixture& f, const EngineOptions& options, int num, int max_len,
+                              int64_t max_tokens, bool expect_preemption) {
+  const auto prompts =
+      RandomPrompts(num, max_len, static_cast<int>(f.loaded->model->config().vocab_size), 11);
+  auto engine = MakeEngine(f, options);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& p : prompts) {
+    auto s = engine->Submit(Greedy(p, max_tokens));
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Collected c = Collect(*streams[i]);
+    EXPECT_EQ(c.tokens[0], Oracle(f, prompts[i], max_tokens)) << "request " << i;
+    EXPECT_EQ(c.usage.prompt_tokens, static_cast<int64_t>(prompts[i].size()));
+    EXPECT_EQ(c.usage.completion_tokens, static_cast<int64_t>(c.tokens[0].size()));
+  }
+  ASSERT_TRUE(engine->WaitUntilIdle(absl::Seconds(10)));
+  const EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.requests_finished, num);
+  EXPECT_EQ(stats.kv_blocks_used, 0);
+  EXPECT_EQ(stats.queue_depth, 0);
+  EXPECT_EQ(stats.running_sequences, 0);
+  if (expect_preemption) {
+    EXPECT_GT(stats.preemptions, 0);
+  }
+}
+
+TEST(EngineTest, ContinuousBatchingEqualsEachRequestAlone) {
+  Fixture f = Load("");
+  EngineOptions o;
+  o.max_num_batched_tokens = 24;  // forces chunked prefill of the longer prompts
+  o.max_num_seqs = 6;
+  ExpectBatchedEqualsAlone(f, o, 12, 60, 12, /*expect_preemption=*/false);
+}
+
+TEST(EngineTest, PreemptionUnderKvPressureDoesNotChangeOutput) {
+  Fixture f = Load("");
+  EngineOptions o;
+  o.max_num_batched_tokens = 64;
+  o.kv_block_size = 4;
+  o.kv_blocks = 30;  // 120 tokens for 10 sequences of up to 40 + 16
+  ExpectBatchedEqualsAlone(f, o, 10, 40, 16, /*expect_preemption=*/true);
+}
+
+TEST(EngineTest, SlidingWindowModelUnderPressureMatchesOracle) {
+  // fp32_window: a Hugging Face fixture whose sliding window is shorter than these sequences.
+  Fixture f = Load(std::string(MOESERVE_TEST_DATA_DIR) + "/golden/fp32_window");
+  ASSERT_TRUE(f.loaded->model->config().sliding_window.has_value());
+  EngineOptions o;
+  o.max_num_batched_tokens = 16;
+  o.kv_block_size = 4;
+  o.kv_blocks = 40;
+  ExpectBatchedEqualsAlone(f, o, 6, 40, 24, /*expect_preemption=*/false);
+}
+
+TEST(EngineTest, SeededSamplingIsIndependentOfBatchNeighbours) {
+  Fixture f = Load("");
+  const auto prompts = RandomPrompts(6, 30, 32000, 5);
+  auto make = [&](size_t i) {
+    GenerationRequest r = Greedy(prompts[i], 10);
+    r.sampling.temperature = 0.9f;
+    r.sampling.top_p = 0.95f;
+    r.sampling.seed = 1000 + i;
+    return r;
+  };
+  std::vector<std::vector<int32_t>> alone;
+  {
+    auto engine = MakeEngine(f, {});
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      auto s = engine->Submit(make(i));
+      ASSERT_TRUE(s.ok());
+      alone.push_back(Collect(**s).tokens[0]);
+    }
+  }
+  auto engine = MakeEngine(f, {});
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (size_t i = prompts.size(); i-- > 0;) streams.push_back(*engine->Submit(make(i)));
+  for (size_t k = 0; k < streams.size(); ++k) {
+    EXPECT_EQ(Collect(*streams[k]).tokens[0], alone[prompts.size() - 1 - k]);
+  }
+}
+
+TEST(EngineTest, NChoicesAreIndependentStreams) {
+  Fixture f = Load("");
+  auto engine = MakeEngine(f, {});
+  GenerationRequest r = Greedy({1, 100, 200, 300}, 8);
+  r.sampling.n = 3;
+  r.sampling.temperature = 1.0f;
+  r.sampling.seed = 7;
+  auto s = engine->Submit(r);
+  ASSERT_TRUE(s.ok());
+  Collected c = Collect(**s, 3);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(c.tokens[i].size(), 8u);
+    EXPECT_EQ(c.finish[i], FinishReason::kLength);
+  }
+  EXPECT_NE(c.tokens[0], c.tokens[1]);
+  EXPECT_EQ(c.usage.completion_tokens, 24);
+}
+
+TEST(EngineTest, StopStringCutsTheTextBeforeIt) {
+  Fixture f = Load("");
+  auto engine = MakeEngine(f, {});
+  const std::vector<int32_t> prompt = {1, 22557, 28725, 586, 1141, 349};  // "Hello, my name is"
+  Collected full = Collect(**engine->Submit(Greedy(prompt, 30)));
+  ASSERT_GT(full.text[0].size(), 12u);
+  // A stop string taken from the middle of the unconstrained output: the stopped output must be
+  // exactly the text before its first occurrence.
+  const std::string stop = full.text[0].substr(full.text[0].size() / 2, 3);
+  GenerationRequest r = Greedy(prompt, 30);
+  r.sampling.stop = {stop};
+  Collected cut = Collect(**engine->Submit(r));
+  EXPECT_EQ(cut.text[0], full.text[0].substr(0, full.text[0].find(stop)));
+  EXPECT_EQ(cut.finish[0], FinishReason::kStop);
+  // A stop token id ends the choice at its first occurrence, without its text.
+  GenerationRequest t = Greedy(prompt, 30);
+  t.sampling.stop_token_ids = {full.tokens[0][4]};
+  Collected at_token = Collect(**engine->Submit(t));
+  const auto first = std::find(full.tokens[0].begin(), full.tokens[0].end(), full.tokens[0][4]);
+  EXPECT_EQ(at_token.tokens[0], std::vector<int32_t>(full.tokens[0].begin(), first + 1));
+  EXPECT_EQ(at_token.finish[0], FinishReason::kStop);
+}
+
+TEST(EngineTest, CancelFreesKvBlocks) {
+  Fixture f = Load("");
+  auto engine = MakeEngine(f, {});
+  GenerationRequest r = Greedy({1, 5, 6, 7}, 5000);
+  r.sampling.ignore_eos = true;
+  auto s = engine->Submit(r);
+  ASSERT_TRUE(s.ok());
+  // Wait for a few tokens, then cancel.
+  std::optional<RequestUpdate> first = (*s)->Next(absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_GT(engine->Stats().kv_blocks_used, 0);
+  (*s)->Cancel();
+  Collected c = Collect(**s);
+  EXPECT_EQ(c.finish[0], FinishReason::kCancelled);
+  ASSERT_TRUE(engine->WaitUntilIdle(absl::Seconds(10)));
+  EXPECT_EQ(engine->Stats().kv_blocks_used, 0);
+  EXPECT_EQ(engine->Stats().requests_cancelled, 1);
+}
+
+TEST(EngineTest, QueueBeyondMaxQueueIsResourceExhausted) {
+  Fixture f = Load("");
+  EngineOptions o;
+  o.max_num_seqs = 1;
+  o.max_queue = 2;
+  auto engine = MakeEngine(f, o);
+  GenerationRequest long_one = Greedy({1, 5, 6}, 3000);
+  long_one.sampling.ignore_eos = true;
+  auto running = engine->Submit(long_one);
+  ASSERT_TRUE(running.ok());
+  ASSERT_TRUE((*running)->Next(absl::Now() + absl::Seconds(30)).has_value());  // it is running
+  auto q1 = engine->Submit(Greedy({1, 7}, 2));
+  auto q2 = engine->Submit(Greedy({1, 8}, 2));
+  ASSERT_TRUE(q1.ok());
+  ASSERT_TRUE(q2.ok());
+  auto q3 = engine->Submit(Greedy({1, 9}, 2));
+  EXPECT_EQ(q3.status().code(), absl::StatusCode::kResourceExhausted) << q3.status();
+  (*running)->Cancel();
+  EXPECT_EQ(Collect(**q1).finish[0], FinishReason::kLength);
+  EXPECT_EQ(Collect(**q2).finish[0], FinishReason::kLength);
+  EXPECT_EQ(engine->Stats().requests_rejected, 1);
+}
+
+TEST(EngineTest, BadRequestsAreInvalidArgument) {
+  Fixture f = Load("");
+  EngineOptions o;
+  o.max_model_len = 64;
+  auto engine = MakeEngine(f, o);
+  auto code = [&](GenerationRequest r) { return engine->Submit(std::move(r)).status().code(); };
+  EXPECT_EQ(code(Greedy({}, 4)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy({1, 32000}, 4)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy({1, -1}, 4)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy(std::vector<int32_t>(64, 5), 1)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy({1, 2, 3}, 62)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Greedy({1, 2, 3}, 0)), absl::StatusCode::kInvalidArgument);
+  GenerationRequest bad_temp = Greedy({1, 2}, 4);
+  bad_temp.sampling.temperature = -1.0f;
+  EXPECT_EQ(code(bad_temp), absl::StatusCode::kInvalidArgument);
+  // The engine still serves after all of them.
+  auto ok = engine->Submit(Greedy({1, 2, 3}, 61));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(Collect(**ok).tokens[0].empty(), false);
+}
+
+TEST(EngineTest, StopAdmissionDrainsInFlightRequests) {
+  Fixture f = Load("");
+  auto engine = MakeEngine(f, {});
+  auto s = engine->Submit(Greedy({1, 2, 3}, 20));
+  ASSERT_TRUE(s.ok());
+  engine->StopAdmission();
+  EXPECT_EQ(engine->Submit(Greedy({1, 2}, 2)).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(engine->WaitUntilIdle(absl::Seconds(30)));
+  EXPECT_EQ(Collect(**s).tokens[0].size(), 20u);
+}
+
+TEST(EngineTest, ManyConcurrentRequestsAllFinish) {
+  Fixture f = Load("");
+  EngineOptions o;
+  o.kv_blocks = 64;
+  o.kv_block_size = 8;
+  auto engine = MakeEngine(f, o);
+  const auto prompts = RandomPrompts(300, 40, 32000, 99);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& p : prompts) streams.push_back(*engine->Submit(Greedy(p, 4)));
+  for (auto& s : streams) {
+    Collected c = Collect(*s);
+    EXPECT_TRUE(c.status.ok());
+    EXPECT_NE(c.finish[0], FinishReason::kNone);
+  }
+  EXPECT_TRUE(engine->WaitUntilIdle(absl::Seconds(10)));
+  EXPECT_EQ(engine->Stats().requests_finished, 300);
+  EXPECT_EQ(engine->Stats().kv_blocks_used, 0);
+}
+
+}  // namespace
+}  // namespace moeserve::runtime
