@@ -142,6 +142,9 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest 
   m.counters_.requests_submitted.fetch_add(1, std::memory_order_relaxed);
   m.counters_.in_flight.fetch_add(1, std::memory_order_relaxed);
   target->Enqueue({std::move(request), stream});
+  for (auto& w : m.workers_) {
+    if (w.get() != target) w->Kick();  // lockstep peers join the next step without delay
+  }
   return stream;
 }
 

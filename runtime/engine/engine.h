@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "parallel/comm/communicator.h"
 #include "runtime/engine/request.h"
 #include "runtime/model/mixtral_model.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -57,6 +58,11 @@ struct RankModel {
   std::unique_ptr<kernels::Backend> backend;  // may be null when `model` does not own one
   std::shared_ptr<void> keep_alive;           // whatever backs the weights (e.g. a LoadedModel)
   MixtralModel* model = nullptr;
+  // With expert parallelism: this rank's communicator (the one the model's MoE layers use). The
+  // workers then run in lockstep: before every step the ranks agree (all-reduce) whether any of
+  // them has work, and a rank with none still runs the step with an empty batch so that it joins
+  // every layer's all-to-all. Null: the rank steps on its own.
+  parallel::Communicator* comm = nullptr;
 };
 
 class Engine {

@@ -42,30 +42,78 @@ Worker::Snapshot Worker::snapshot() const {
   return snapshot_;
 }
 
+void Worker::Kick() {
+  absl::MutexLock lock(&mu_);
+  kicked_ = true;
+}
+
 void Worker::Loop() {
+  const bool lockstep = rank_model_.comm != nullptr;
   while (true) {
     std::vector<AdmittedRequest> incoming;
     bool stopping;
     {
       absl::MutexLock lock(&mu_);
       if (active_.empty()) {
-        // Idle: sleep until a request arrives or the engine shuts down. With work, never wait.
+        // Idle: sleep until a request arrives or the engine shuts down. A lockstep rank also wakes
+        // when another rank got a request (Kick) and at least every 20 ms, because its peers may
+        // be waiting for it in the step agreement.
         struct Wake {
           const std::vector<AdmittedRequest>* inbox;
           const bool* stop;
-        } wake{&inbox_, &stop_};
-        mu_.Await(absl::Condition(
-            +[](Wake* w) { return !w->inbox->empty() || *w->stop; }, &wake));
+          const bool* kicked;
+        } wake{&inbox_, &stop_, &kicked_};
+        const absl::Condition cond(
+            +[](Wake* w) { return !w->inbox->empty() || *w->stop || *w->kicked; }, &wake);
+        if (lockstep) {
+          mu_.AwaitWithTimeout(cond, absl::Milliseconds(20));
+        } else {
+          mu_.Await(cond);
+        }
       }
       incoming.swap(inbox_);
       stopping = stop_;
+      kicked_ = false;
     }
     Admit(std::move(incoming));
+    bool any_work = !active_.empty();
+    if (lockstep) {
+      const absl::Status agreed = AgreeOnStep(&any_work, &stopping);
+      if (!agreed.ok()) {
+        spdlog::error("rank {}: step agreement failed: {}", rank_, std::string(agreed.message()));
+        FailAll(agreed);
+        break;
+      }
+    }
     CancelAbandoned(/*cancel_all=*/stopping);
     if (stopping) break;
-    RunStep();
+    if (any_work) RunStep();
   }
   PublishSnapshot();
+}
+
+absl::Status Worker::AgreeOnStep(bool* any_work, bool* any_stop) {
+  const int64_t mine[2] = {*any_work ? 1 : 0, *any_stop ? 1 : 0};
+  int64_t all[2] = {0, 0};
+  absl::Status st = rank_model_.comm->AllReduce(mine, all, 2, parallel::ReduceOp::kMax);
+  *any_work = all[0] != 0;
+  *any_stop = all[1] != 0;
+  return st;
+}
+
+void Worker::FailAll(const absl::Status& status) {
+  std::vector<int64_t> keys;
+  for (auto& [key, a] : active_) keys.push_back(key);
+  for (int64_t key : keys) {
+    RequestUpdate update;
+    update.status = status;
+    for (auto& choice : active_[key].choices) {
+      if (choice->finished()) continue;
+      scheduler_.Finish(&choice->seq());
+      update.choices.push_back(choice->Abort(FinishReason::kError));
+    }
+    Complete(key, std::move(update), FinishReason::kError);
+  }
 }
 
 void Worker::Admit(std::vector<AdmittedRequest> incoming) {
@@ -108,8 +156,9 @@ void Worker::CancelAbandoned(bool cancel_all) {
 }
 
 void Worker::RunStep() {
+  const bool lockstep = rank_model_.comm != nullptr;
   SchedulerOutput plan = scheduler_.Schedule();
-  if (plan.empty()) {
+  if (plan.empty() && !lockstep) {
     // Work that cannot be scheduled yet (e.g. waiting for blocks held by nothing that will run):
     // Engine::Submit rejects requests that could never fit, so this is transient. Don't spin.
     absl::SleepFor(absl::Milliseconds(1));

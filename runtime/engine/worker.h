@@ -47,6 +47,9 @@ class Worker {
   void Start();
   // Thread-safe: hands a validated request to this worker.
   void Enqueue(AdmittedRequest request);
+  // Thread-safe: wakes an idle lockstep worker so that it joins the next step promptly (a request
+  // was admitted to another rank).
+  void Kick();
   // Thread-safe: requests admitted here and not finished (the least-loaded rank gets the next).
   int64_t load() const { return load_.load(std::memory_order_relaxed); }
 
@@ -75,6 +78,10 @@ class Worker {
   void Admit(std::vector<AdmittedRequest> incoming);
   void CancelAbandoned(bool cancel_all);
   void RunStep();
+  // Lockstep only: agrees with the other ranks on (any rank has work, any rank stops).
+  absl::Status AgreeOnStep(bool* any_work, bool* any_stop);
+  // Fails every active request with `status` (the group is broken).
+  void FailAll(const absl::Status& status);
   // Removes a finished request; `update` is its last update.
   void Complete(int64_t request_key, RequestUpdate update, FinishReason reason);
   void PublishSnapshot();
@@ -97,6 +104,7 @@ class Worker {
   mutable absl::Mutex mu_;
   std::vector<AdmittedRequest> inbox_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool kicked_ ABSL_GUARDED_BY(mu_) = false;
   Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "parallel/comm/in_process_communicator.h"
 #include "runtime/engine/generate.h"
 #include "runtime/model/model_loader.h"
 
@@ -303,6 +304,43 @@ TEST(EngineTest, StopAdmissionDrainsInFlightRequests) {
   EXPECT_EQ(engine->Submit(Greedy({1, 2}, 2)).status().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(engine->WaitUntilIdle(absl::Seconds(30)));
   EXPECT_EQ(Collect(**s).tokens[0].size(), 20u);
+}
+
+// Several ranks in lockstep (each a full model replica here; expert parallelism proper is tested
+// in tests/golden/ep_*): requests spread over the ranks, idle ranks run empty steps, and every
+// output still equals the single-sequence oracle.
+TEST(EngineTest, LockstepRanksGiveTheSameOutputs) {
+  for (int world : {2, 3}) {
+    Fixture f = Load("");
+    parallel::InProcessGroup group(world);
+    std::vector<std::unique_ptr<kernels::Backend>> backends;
+    std::vector<RankModel> ranks(static_cast<size_t>(world));
+    for (int r = 0; r < world; ++r) {
+      backends.push_back(kernels::MakeCpuBackend(1));
+      auto loaded = LoadEmbeddedModel(backends.back().get());
+      ASSERT_TRUE(loaded.ok());
+      std::shared_ptr<LoadedModel> shared(std::move(*loaded));
+      ranks[r].model = shared->model.get();
+      ranks[r].keep_alive = shared;
+      ranks[r].comm = group.comm(r);
+    }
+    EngineOptions o;
+    o.max_num_batched_tokens = 32;
+    auto engine = Engine::Create(std::move(ranks), f.tokenizer.get(), o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    const auto prompts = RandomPrompts(7, 30, 32000, 21);
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (const auto& p : prompts) streams.push_back(*(*engine)->Submit(Greedy(p, 6)));
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(Collect(*streams[i]).tokens[0], Oracle(f, prompts[i], 6)) << "world " << world;
+    }
+    EXPECT_TRUE((*engine)->WaitUntilIdle(absl::Seconds(10)));
+    // A single request later: one rank works, the others join with empty steps.
+    auto lone = (*engine)->Submit(Greedy(prompts[0], 6));
+    ASSERT_TRUE(lone.ok());
+    EXPECT_EQ(Collect(**lone).tokens[0], Oracle(f, prompts[0], 6));
+    EXPECT_EQ((*engine)->world_size(), world);
+  }
 }
 
 TEST(EngineTest, ManyConcurrentRequestsAllFinish) {
