@@ -86,7 +86,8 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(-1, 1 << 30));
   cmd->add_option("--top-p", flags->gen.sampling.top_p, "Nucleus sampling mass in (0, 1]")
       ->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--seed", flags->gen.sampling.seed, "Sampling seed");
+  cmd->add_option("--seed", flags->gen.sampling.seed,
+                  "Sampling seed: same seed, same output (default: a fresh seed per run)");
   cmd->add_option("--prefill-chunk", flags->gen.prefill_chunk,
                   "Prefill the prompt in chunks of this many tokens (0: all at once)")
       ->check(CLI::NonNegativeNumber);

@@ -3,6 +3,8 @@
 // character, for texts whose characters are split over byte-fallback tokens.
 #include "runtime/engine/text_stream.h"
 
+#include <cstdio>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -115,6 +117,56 @@ TEST_F(TextStreamTest, FlushEmitsADanglingPrefixAsReplacementCharacters) {
   }
   out += stream.Flush();
   EXPECT_EQ(out, "\xEF\xBF\xBD");  // what Decode gives for the lone byte: U+FFFD
+}
+
+// Adversarial sequences, as a sampler can produce them: byte-fallback runs (whole characters,
+// dangling lead bytes, stray continuation bytes), control tokens, <unk>, lone "▁" pieces and
+// ordinary pieces in random order. The oracle is still the full decode.
+TEST_F(TextStreamTest, RandomTokenSequencesMatchTheFullDecode) {
+  auto byte = [&](unsigned value) {
+    char piece[8];
+    std::snprintf(piece, sizeof(piece), "<0x%02X>", value);
+    return tok_->PieceToId(piece);
+  };
+  const std::vector<std::string> characters = {"\xF0\x9F\x98\x80", "\xE2\x82\xAC", "\xC3\xA9",
+                                               "\xF0\x93\x80\x80"};
+  const int32_t space = tok_->PieceToId("\xE2\x96\x81");  // "▁"
+  std::mt19937_64 rng(3);
+  for (int trial = 0; trial < 500; ++trial) {
+    std::vector<int32_t> ids;
+    const size_t length = 1 + rng() % 40;
+    while (ids.size() < length) {
+      switch (rng() % 7) {
+        case 0:
+          for (unsigned char c : characters[rng() % characters.size()]) ids.push_back(byte(c));
+          break;
+        case 1:
+          ids.push_back(byte(static_cast<unsigned>(rng() % 256)));
+          break;
+        case 2:
+          ids.push_back(static_cast<int32_t>(rng() % 3));  // <unk>, <s>, </s>
+          break;
+        case 3:
+          ids.push_back(space);
+          break;
+        default:
+          ids.push_back(static_cast<int32_t>(259 + rng() % (tok_->vocab_size() - 259)));
+      }
+    }
+    TextStream stream(*tok_);
+    std::string streamed;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const std::string piece = stream.Push(ids[i]);
+      ASSERT_TRUE(IsValidUtf8(piece)) << "trial " << trial << " token " << i;
+      streamed += piece;
+      // Whatever was emitted is final: a prefix of the decode of everything so far.
+      const std::string so_far = tok_->Decode({ids.begin(), ids.begin() + i + 1});
+      ASSERT_EQ(so_far.compare(0, streamed.size(), streamed), 0)
+          << "trial " << trial << " token " << i << ": '" << streamed << "' vs '" << so_far << "'";
+    }
+    streamed += stream.Flush();
+    ASSERT_EQ(streamed, tok_->Decode(ids)) << "trial " << trial;
+  }
 }
 
 }  // namespace
