@@ -64,7 +64,9 @@ TEST_F(TextStreamTest, StreamedPiecesConcatenateToTheFullDecode) {
     }
     streamed += stream.Flush();
     EXPECT_EQ(streamed, tok_->Decode(ids)) << text;
-    if (std::string(text).find("𓀀") != std::string::npos) EXPECT_TRUE(saw_byte_fallback);
+    if (std::string(text).find("𓀀") != std::string::npos) {
+      EXPECT_TRUE(saw_byte_fallback);
+    }
   }
 }
 
