@@ -48,28 +48,14 @@ struct BatchLayout {
   int64_t max_blocks = 1;
 };
 
-}  // namespace
-
-MixtralModel::MixtralModel(ModelConfig config, MixtralWeights weights, kernels::Backend* backend)
-    : config_(std::move(config)), weights_(std::move(weights)), backend_(backend) {
-  expert_load_.tokens.assign(static_cast<size_t>(config_.num_hidden_layers),
-                             std::vector<int64_t>(static_cast<size_t>(config_.num_local_experts)));
-}
-
-KvCacheShape MixtralModel::KvShape(int64_t block_size, int64_t num_blocks) const {
-  return {config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim, block_size,
-          num_blocks};
-}
-
-absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& pool,
-                                   StepOutput* out) {
-  const ModelConfig& c = config_;
-  kernels::Backend& be = *backend_;
-  const int64_t hidden = c.hidden_size, head_dim = c.head_dim;
-  const int64_t q_width = c.num_attention_heads * head_dim;
-  const int64_t kv_width = c.num_key_value_heads * head_dim;
-  const int64_t block_size = pool.shape().block_size;
-
+// Checks the batch and reserves KV blocks for its new tokens, all-or-nothing.
+absl::Status ValidateAndReserve(const ModelConfig& c, const std::vector<float>& router_bias,
+                                absl::Span<SequenceStep> batch, KvBlockPool& pool) {
+  if (!router_bias.empty() && static_cast<int64_t>(router_bias.size()) != c.num_local_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("forward: router bias has ", router_bias.size(),
+                                                   " entries, the model ", c.num_local_experts,
+                                                   " experts"));
+  }
   // Validate the inputs before touching the cache.
   for (size_t s = 0; s < batch.size(); ++s) {
     const SequenceStep& step = batch[s];
@@ -111,6 +97,126 @@ absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& 
       }
     }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+MixtralModel::MixtralModel(ModelConfig config, MixtralWeights weights, kernels::Backend* backend)
+    : config_(std::move(config)), weights_(std::move(weights)), backend_(backend) {
+  expert_load_.tokens.assign(static_cast<size_t>(config_.num_hidden_layers),
+                             std::vector<int64_t>(static_cast<size_t>(config_.num_local_experts)));
+  stats_ = std::make_unique<parallel::EpStatsRecorder>(0, 1, config_.num_hidden_layers,
+                                                       config_.num_local_experts);
+}
+
+absl::Status MixtralModel::EnableExpertParallel(const parallel::ExpertParallelContext& ep) {
+  if (ep.comm == nullptr || ep.placement == nullptr) {
+    return absl::InvalidArgumentError("expert parallelism needs a communicator and a placement");
+  }
+  const parallel::ExpertPlacement& p = *ep.placement;
+  const int rank = ep.comm->rank(), world = ep.comm->world_size();
+  if (p.world_size() != world) {
+    return absl::InvalidArgumentError(absl::StrCat("expert placement is for ", p.world_size(),
+                                                   " ranks, the communicator has ", world));
+  }
+  if (p.num_layers() != config_.num_hidden_layers || p.num_experts() != config_.num_local_experts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert placement has ", p.num_layers(), " layers x ", p.num_experts(),
+                     " experts, the model num_hidden_layers=", config_.num_hidden_layers,
+                     " x num_local_experts=", config_.num_local_experts));
+  }
+  for (const auto& [layer, expert] : p.ExpertsOf(rank)) {
+    const parallel::ExpertWeights& w = weights_.layers[layer].moe.experts[expert];
+    if (w.w1.data == nullptr || w.w2.data == nullptr || w.w3.data == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "rank ", rank, " holds layer ", layer, " expert ", expert,
+          " by the placement, but its weights were not loaded (load with the same placement)"));
+    }
+  }
+  ep_ = ep;
+  stats_ = std::make_unique<parallel::EpStatsRecorder>(rank, world, config_.num_hidden_layers,
+                                                       config_.num_local_experts);
+  return absl::OkStatus();
+}
+
+absl::Status MixtralModel::SetRouterSkew(const parallel::RouterSkew& skew) {
+  MOESERVE_ASSIGN_OR_RETURN(std::vector<float> bias,
+                            parallel::MakeRouterBias(config_.num_local_experts, skew));
+  router_bias_ = std::move(bias);
+  return absl::OkStatus();
+}
+
+absl::Status MixtralModel::MoeBlock(int64_t l, const float* h, int64_t num_tokens, float* out) {
+  const ModelConfig& c = config_;
+  const parallel::MoeLayerShape shape{c.hidden_size, c.intermediate_size, c.num_local_experts,
+                                      c.num_experts_per_tok};
+  const parallel::MoeLayerWeights& w = weights_.layers[l].moe;
+  const float* bias = router_bias_.empty() ? nullptr : router_bias_.data();
+  parallel::EpLayerTrace trace;
+  if (expert_parallel()) {
+    MOESERVE_RETURN_IF_ERROR(parallel::RunExpertParallelMoeLayer(*backend_, shape, w, l, ep_, h,
+                                                                 num_tokens, out, bias, &trace));
+  } else {
+    parallel::MoeRoutingStats routing;
+    MOESERVE_RETURN_IF_ERROR(
+        parallel::RunMoeLayer(*backend_, shape, w, h, num_tokens, out, bias, &routing));
+    // World size 1: every row is routed and computed here, none crosses a link.
+    trace.routed_per_expert = routing.tokens_per_expert;
+    trace.computed_per_expert = routing.tokens_per_expert;
+    trace.rows_sent_to = {num_tokens * c.num_experts_per_tok};
+    trace.rows_received_from = trace.rows_sent_to;
+    trace.row_bytes = c.hidden_size * static_cast<int64_t>(sizeof(float));
+  }
+  for (int64_t e = 0; e < c.num_local_experts; ++e) {
+    expert_load_.tokens[l][e] += trace.routed_per_expert[e];
+  }
+  stats_->RecordLayer(l, trace);
+  return absl::OkStatus();
+}
+
+absl::Status MixtralModel::JoinLayersIdle() {
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    MOESERVE_RETURN_IF_ERROR(MoeBlock(l, nullptr, 0, nullptr));
+  }
+  return absl::OkStatus();
+}
+
+KvCacheShape MixtralModel::KvShape(int64_t block_size, int64_t num_blocks) const {
+  return {config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim, block_size,
+          num_blocks};
+}
+
+absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& pool,
+                                   StepOutput* out) {
+  const ModelConfig& c = config_;
+  stats_->BeginStep();
+  absl::Status ready = ValidateAndReserve(c, router_bias_, batch, pool);
+  if (!ready.ok() || batch.empty()) {
+    // Nothing to compute here; with expert parallelism the peers still need this rank in
+    // every layer's exchange (it may hold experts their tokens were routed to).
+    if (expert_parallel()) MOESERVE_RETURN_IF_ERROR(JoinLayersIdle());
+    MOESERVE_RETURN_IF_ERROR(ready);
+    out->vocab = c.vocab_size;
+    out->logits.clear();
+    out->row_offsets.assign(1, 0);
+    return absl::OkStatus();
+  }
+  absl::Status st = RunBatch(batch, pool, out);
+  // A failure part-way through the layers leaves the peers waiting in a later layer's exchange:
+  // end the group so that they fail too (a no-op if a collective already failed).
+  if (!st.ok() && expert_parallel()) ep_.comm->Abort(st);
+  return st;
+}
+
+absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool& pool,
+                                    StepOutput* out) {
+  const ModelConfig& c = config_;
+  kernels::Backend& be = *backend_;
+  const int64_t hidden = c.hidden_size, head_dim = c.head_dim;
+  const int64_t q_width = c.num_attention_heads * head_dim;
+  const int64_t kv_width = c.num_key_value_heads * head_dim;
+  const int64_t block_size = pool.shape().block_size;
 
   // Flatten the batch.
   BatchLayout L;
@@ -165,8 +271,6 @@ absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& 
   be.Embedding({ids.as<int32_t>(), weights_.embed_tokens.data, weights_.embed_tokens.dtype,
                 x.as<float>(), T, c.vocab_size, hidden});
 
-  const parallel::MoeLayerShape moe_shape{hidden, c.intermediate_size, c.num_local_experts,
-                                          c.num_experts_per_tok};
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
@@ -219,13 +323,7 @@ absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& 
 
     // MoE block.
     be.RmsNorm(Norm(x.as<float>(), T, w.post_attn_norm, c.rms_norm_eps, h.as<float>()));
-    parallel::MoeRoutingStats stats;
-    MOESERVE_RETURN_IF_ERROR(
-        parallel::RunMoeLayer(be, moe_shape, w.moe, h.as<float>(), T, branch.as<float>(),
-                              router_bias_.empty() ? nullptr : router_bias_.data(), &stats));
-    for (int64_t e = 0; e < c.num_local_experts; ++e) {
-      expert_load_.tokens[l][e] += stats.tokens_per_expert[e];
-    }
+    MOESERVE_RETURN_IF_ERROR(MoeBlock(l, h.as<float>(), T, branch.as<float>()));
     be.AddInPlace({x.as<float>(), branch.as<float>(), T * hidden});
   }
 

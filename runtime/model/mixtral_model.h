@@ -8,7 +8,14 @@
 //   -> final norm -> lm_head on the rows whose logits are wanted.
 // Activations are fp32; weights stay in their stored dtype (bf16 for Mixtral).
 //
+// Expert parallelism (EnableExpertParallel): the model is one rank of a group; attention runs on
+// this rank's own sequences (data-parallel attention) and each MoE layer exchanges token states
+// with the ranks holding the routed experts (parallel/moe/ep_moe_layer.h). Logits are bitwise
+// identical to world size 1. Without it (the default) the MoE layers run every expert locally,
+// exactly as before.
+//
 // Threading: one thread drives a model (the rank's worker); Forward is not reentrant.
+// ep_stats() may be called from any thread.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +25,9 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kernels/backend.h"
+#include "parallel/moe/ep_moe_layer.h"
+#include "parallel/moe/ep_stats.h"
+#include "parallel/moe/router_skew.h"
 #include "runtime/config/model_config.h"
 #include "runtime/kv/kv_block_pool.h"
 #include "runtime/model/mixtral_weights.h"
@@ -62,18 +72,48 @@ class MixtralModel {
   // Runs one step. Reserves KV blocks for the new tokens in `pool`: if they do not fit,
   // returns ResourceExhausted and changes nothing. Bad token ids or positions past
   // max_position_embeddings are InvalidArgument. On success every kv->num_tokens advances.
+  // An empty batch is a no-op step (with expert parallelism it still serves the peers).
+  //
+  // With expert parallelism every rank must call Forward the same number of times (lockstep);
+  // a rank with no sequences calls it with an empty batch. A call that fails validation or KV
+  // reservation still takes part in every layer's exchange with zero tokens before returning
+  // its error, so the peers' step completes. Collective failures (a peer aborted) are returned.
   absl::Status Forward(absl::Span<SequenceStep> batch, KvBlockPool& pool, StepOutput* out);
 
-  // Optional router logit bias [num_experts], applied in every layer (load-test skew).
+  // Makes this model rank ep.comm->rank() of an expert-parallel group. Checks that the
+  // placement fits the config and the communicator and that the weights hold every expert the
+  // placement gives this rank (load them with ModelLoadOptions::placement). Call before the first
+  // Forward; resets the statistics.
+  absl::Status EnableExpertParallel(const parallel::ExpertParallelContext& ep);
+  bool expert_parallel() const { return ep_.comm != nullptr; }
+
+  // Optional router logit bias [num_experts], applied in every layer (load-test skew). A bias of
+  // another size makes Forward fail with InvalidArgument. Empty: no bias.
   void SetRouterBias(std::vector<float> bias) { router_bias_ = std::move(bias); }
+  // Skew injection: `skew.bias` added to the chosen experts' logits in every layer (off when
+  // !skew.enabled()). With expert parallelism, set the same skew on every rank.
+  absl::Status SetRouterSkew(const parallel::RouterSkew& skew);
   const ExpertLoad& expert_load() const { return expert_load_; }
+  // This rank's expert-load and all-to-all counters (world size 1 without expert parallelism);
+  // combine the ranks' snapshots with parallel::AggregateEpStats. Any thread.
+  parallel::EpRankStats ep_stats() const { return stats_->Snapshot(); }
 
  private:
   ModelConfig config_;
   MixtralWeights weights_;
   kernels::Backend* backend_;
+  // Forward after validation and KV reservation: the layers over a non-empty batch.
+  absl::Status RunBatch(absl::Span<SequenceStep> batch, KvBlockPool& pool, StepOutput* out);
+  // Runs the MoE block of layer l on h [T, hidden] into out, recording statistics.
+  absl::Status MoeBlock(int64_t l, const float* h, int64_t num_tokens, float* out);
+  // Expert parallelism: every layer's exchange with zero tokens of our own (a rank with nothing
+  // to run, or whose step failed before the first layer).
+  absl::Status JoinLayersIdle();
+
   std::vector<float> router_bias_;
   ExpertLoad expert_load_;
+  parallel::ExpertParallelContext ep_;  // comm == nullptr: world size 1, local experts
+  std::unique_ptr<parallel::EpStatsRecorder> stats_;
 };
 
 }  // namespace moeserve::runtime

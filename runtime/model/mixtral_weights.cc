@@ -9,8 +9,8 @@ namespace moeserve::runtime {
 
 absl::StatusOr<MixtralWeights> BindMixtralWeights(
     const ModelConfig& config, const TensorLoader& load,
-    const std::function<void(int64_t, int64_t)>& on_progress) {
-  const std::vector<WeightSpec> specs = AllWeightSpecs(config);
+    const std::function<void(int64_t, int64_t)>& on_progress, const ExpertFilter& holds_expert) {
+  const std::vector<WeightSpec> specs = HeldWeightSpecs(config, holds_expert);
   std::map<std::string, kernels::TensorView> views;
   int64_t done = 0;
   for (const WeightSpec& spec : specs) {
@@ -32,6 +32,10 @@ absl::StatusOr<MixtralWeights> BindMixtralWeights(
     lw.post_attn_norm = views.at(p + "post_attention_layernorm.weight");
     lw.moe.gate = views.at(p + "block_sparse_moe.gate.weight");
     for (int64_t e = 0; e < config.num_local_experts; ++e) {
+      if (holds_expert && !holds_expert(l, e)) {
+        lw.moe.experts.push_back({});  // held by other ranks
+        continue;
+      }
       const std::string ep = ExpertPrefix(l, e);
       lw.moe.experts.push_back(
           {views.at(ep + "w1.weight"), views.at(ep + "w3.weight"), views.at(ep + "w2.weight")});

@@ -11,6 +11,7 @@
 #include "kernels/tensor.h"
 #include "parallel/moe/moe_layer.h"
 #include "runtime/config/model_config.h"
+#include "runtime/model/weight_names.h"
 
 namespace moeserve::runtime {
 
@@ -36,8 +37,11 @@ using TensorLoader = std::function<absl::StatusOr<kernels::TensorView>(
     const std::string& name, const std::vector<int64_t>& expected_shape)>;
 
 // Loads and binds every tensor of `config`. on_progress(done, total) is called after each tensor.
+// With holds_expert (expert parallelism), the w1/w2/w3 tensors of experts it rejects are never
+// requested from `load`; their ExpertWeights stay empty views (data == nullptr).
 absl::StatusOr<MixtralWeights> BindMixtralWeights(
     const ModelConfig& config, const TensorLoader& load,
-    const std::function<void(int64_t, int64_t)>& on_progress = nullptr);
+    const std::function<void(int64_t, int64_t)>& on_progress = nullptr,
+    const ExpertFilter& holds_expert = nullptr);
 
 }  // namespace moeserve::runtime

@@ -1,4 +1,5 @@
-// Turning a model directory (or the embedded default) into a ready MixtralModel.
+// Turning a model directory (or the embedded default, or a random model) into a ready
+// MixtralModel.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "parallel/placement/expert_placement.h"
 #include "runtime/model/mixtral_model.h"
 #include "runtime/model/random_model.h"
 #include "runtime/weights/safetensors.h"
@@ -18,7 +20,7 @@ namespace moeserve::runtime {
 // Owns whatever backs the weight views (an mmap'ed checkpoint or in-memory tensors) together
 // with the model that points into it.
 struct LoadedModel {
-  std::string source;  // directory, or "embedded:tiny"
+  std::string source;  // directory, "embedded:tiny" or "random:<seed>"
   std::unique_ptr<Checkpoint> checkpoint;
   std::vector<OwnedTensor> owned;
   std::unique_ptr<MixtralModel> model;
@@ -26,14 +28,37 @@ struct LoadedModel {
 
 using ProgressFn = std::function<void(int64_t done, int64_t total)>;
 
+struct ModelLoadOptions {
+  ProgressFn progress;  // (tensors done, total) after each tensor
+  // Expert parallelism: load only the experts `placement` assigns to `rank` (every other
+  // expert's tensors are never read from the checkpoint). Null: every expert. The placement must
+  // match the config's layers and experts. The caller still connects the model to its group
+  // (MixtralModel::EnableExpertParallel).
+  const parallel::ExpertPlacement* placement = nullptr;
+  int rank = 0;
+};
+
 // Reads <dir>/config.json and the safetensors weights (single file or sharded).
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModelDir(const std::string& dir,
+                                                          kernels::Backend* backend,
+                                                          const ModelLoadOptions& options);
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModelDir(const std::string& dir,
                                                           kernels::Backend* backend,
                                                           const ProgressFn& progress = nullptr);
 
+// A random-init model of `config` built in memory (MakeRandomWeights with `seed`).
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadRandomModel(const ModelConfig& config,
+                                                             uint64_t seed,
+                                                             kernels::Backend* backend,
+                                                             const ModelLoadOptions& options = {});
+
 // The embedded default model: preset "tiny" with weights from seed 0, built in memory. Its text
 // is not meaningful; it exists so that the daemon runs with no download.
-absl::StatusOr<std::unique_ptr<LoadedModel>> LoadEmbeddedModel(kernels::Backend* backend);
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadEmbeddedModel(
+    kernels::Backend* backend, const ModelLoadOptions& options = {});
 inline constexpr uint64_t kEmbeddedModelSeed = 0;
+
+// The filter of the experts `placement` assigns to `rank`; null when placement is null.
+ExpertFilter ExpertsOfRank(const parallel::ExpertPlacement* placement, int rank);
 
 }  // namespace moeserve::runtime

@@ -103,9 +103,10 @@ OwnedTensor MakeRandomTensor(const std::string& name, const std::vector<int64_t>
   return t;
 }
 
-std::vector<OwnedTensor> MakeRandomWeights(const ModelConfig& config, uint64_t seed) {
+std::vector<OwnedTensor> MakeRandomWeights(const ModelConfig& config, uint64_t seed,
+                                           const ExpertFilter& holds_expert) {
   std::vector<OwnedTensor> out;
-  for (const WeightSpec& spec : AllWeightSpecs(config)) {
+  for (const WeightSpec& spec : HeldWeightSpecs(config, holds_expert)) {
     out.push_back(MakeRandomTensor(spec.name, spec.shape, config.dtype, seed, config.hidden_size));
   }
   return out;

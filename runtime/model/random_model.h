@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/dtype.h"
 #include "runtime/config/model_config.h"
+#include "runtime/model/weight_names.h"
 
 namespace moeserve::runtime {
 
@@ -32,8 +33,10 @@ struct OwnedTensor {
 OwnedTensor MakeRandomTensor(const std::string& name, const std::vector<int64_t>& shape,
                              kernels::DType dtype, uint64_t seed, int64_t hidden_size);
 
-// Every tensor of the model (config.dtype), in checkpoint order.
-std::vector<OwnedTensor> MakeRandomWeights(const ModelConfig& config, uint64_t seed);
+// Every tensor of the model (config.dtype), in checkpoint order; with holds_expert, only the
+// expert tensors it accepts (an expert-parallel rank builds only its own experts).
+std::vector<OwnedTensor> MakeRandomWeights(const ModelConfig& config, uint64_t seed,
+                                           const ExpertFilter& holds_expert = nullptr);
 
 // Writes config.json and the weights to `dir` (created if missing). Small models go to one
 // model.safetensors; larger ones (or shard_per_layer) to one shard per layer plus

@@ -24,13 +24,22 @@ std::vector<WeightSpec> AllWeightSpecs(const ModelConfig& c) {
     specs.push_back({p + "block_sparse_moe.gate.weight", {c.num_local_experts, h}});
     for (int64_t e = 0; e < c.num_local_experts; ++e) {
       const std::string ep = ExpertPrefix(l, e);
-      specs.push_back({ep + "w1.weight", {inter, h}});
-      specs.push_back({ep + "w2.weight", {h, inter}});
-      specs.push_back({ep + "w3.weight", {inter, h}});
+      specs.push_back({ep + "w1.weight", {inter, h}, l, e});
+      specs.push_back({ep + "w2.weight", {h, inter}, l, e});
+      specs.push_back({ep + "w3.weight", {inter, h}, l, e});
     }
   }
   specs.push_back({"model.norm.weight", {h}});
   if (!c.tie_word_embeddings) specs.push_back({"lm_head.weight", {c.vocab_size, h}});
+  return specs;
+}
+
+std::vector<WeightSpec> HeldWeightSpecs(const ModelConfig& c, const ExpertFilter& holds_expert) {
+  std::vector<WeightSpec> specs = AllWeightSpecs(c);
+  if (!holds_expert) return specs;
+  std::erase_if(specs, [&](const WeightSpec& s) {
+    return s.is_expert() && !holds_expert(s.layer, s.expert);
+  });
   return specs;
 }
 

@@ -187,7 +187,13 @@ absl::StatusOr<kernels::TensorView> Checkpoint::Load(const std::string& name,
   }
   ++stats_.tensors_loaded;
   stats_.bytes_loaded += static_cast<int64_t>(view.nbytes());
+  loaded_names_.insert(name);
   return view;
+}
+
+std::vector<std::string> Checkpoint::LoadedTensorNames() const {
+  absl::MutexLock lock(&mu_);
+  return {loaded_names_.begin(), loaded_names_.end()};
 }
 
 LoadStats Checkpoint::stats() const {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,9 @@ class Checkpoint {
                                            const std::vector<int64_t>& expected_shape,
                                            bool expected_float = true);
   LoadStats stats() const;
+  // Names of the tensors Load has handed out so far, sorted (read counters by name: an
+  // expert-parallel rank must never touch another rank's experts).
+  std::vector<std::string> LoadedTensorNames() const;
 
  private:
   explicit Checkpoint(std::string dir) : dir_(std::move(dir)) {}
@@ -67,6 +71,7 @@ class Checkpoint {
   // Lazily filled, hence mutable: opening a shard does not change what the checkpoint holds.
   mutable std::map<std::string, std::unique_ptr<SafetensorsFile>> files_ ABSL_GUARDED_BY(mu_);
   mutable LoadStats stats_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> loaded_names_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace moeserve::runtime
