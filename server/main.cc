@@ -2,6 +2,7 @@
 //   moeserve generate    stream a completion (embedded default model unless --model)
 //   moeserve make-model  write a random-init Mixtral-architecture model
 //   moeserve bench       prefill / decode throughput
+//   moeserve serve       the daemon: OpenAI-compatible HTTP + gRPC (built with MOESERVE_FRONTENDS)
 #include "CLI/CLI.hpp"
 #include "server/cli/commands.h"
 
@@ -13,6 +14,9 @@ int main(int argc, char** argv) {
   moeserve::server::AddGenerateCommand(app, &exit_code);
   moeserve::server::AddMakeModelCommand(app, &exit_code);
   moeserve::server::AddBenchCommand(app, &exit_code);
+#ifdef MOESERVE_HAVE_FRONTENDS
+  moeserve::server::AddServeCommand(app, &exit_code);
+#endif
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

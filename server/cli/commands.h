@@ -12,5 +12,7 @@ void AddMakeModelCommand(CLI::App& app,
                          int* exit_code);  // moeserve make-model: write a random-init model
 void AddBenchCommand(CLI::App& app,
                      int* exit_code);  // moeserve bench: prefill / decode tokens per second
+// moeserve serve: the HTTP + gRPC daemon (server/cli/serve_command.cc, MOESERVE_FRONTENDS only).
+void AddServeCommand(CLI::App& app, int* exit_code);
 
 }  // namespace moeserve::server

@@ -1,0 +1,232 @@
+// moeserve serve: the daemon. Loads the model (embedded tiny model unless --model), starts the
+// engine, the OpenAI-compatible HTTP front end and the gRPC front end, and serves until SIGTERM /
+// SIGINT; then stops admission (new requests get 503 / UNAVAILABLE), lets in-flight requests
+// finish within --drain-timeout, and exits 0.
+#include <pthread.h>
+
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "runtime/engine/engine.h"
+#include "server/api/serving_context.h"
+#include "server/cli/commands.h"
+#include "server/cli/model_options.h"
+#include "server/grpc/grpc_server.h"
+#include "server/http/http_server.h"
+#include "server/metrics/metrics.h"
+#include "spdlog/spdlog.h"
+
+namespace moeserve::server {
+namespace {
+
+struct ServeFlags {
+  ModelOptions model;
+  std::string host = "0.0.0.0";
+  int port = 8000;
+  int grpc_port = 50051;
+  std::string served_model_name;
+  runtime::EngineOptions engine;
+  int64_t max_body_bytes = int64_t{4} << 20;
+  double drain_timeout_s = 30;
+  int http_max_connections = 2048;
+};
+
+std::string DefaultServedName(const ModelOptions& m) {
+  if (m.model_dir.empty()) return "moeserve-tiny";
+  std::filesystem::path p(m.model_dir);
+  if (!p.has_filename()) p = p.parent_path();  // "/models/mixtral/" -> "mixtral"
+  return p.filename().string();
+}
+
+// The effective configuration, one "key = value" a line: printed at start-up and returned by
+// ModelInfo.server_config.
+std::string DescribeConfig(const ServeFlags& f, const std::string& served_name, int http_port,
+                           int grpc_port, int64_t max_model_len) {
+  std::ostringstream s;
+  s << "model = " << (f.model.model_dir.empty() ? "embedded:tiny" : f.model.model_dir) << "\n"
+    << "tokenizer = " << (f.model.tokenizer_path.empty() ? "(default)" : f.model.tokenizer_path)
+    << "\n"
+    << "served_model_name = " << served_name << "\n"
+    << "host = " << f.host << "\n"
+    << "port = " << http_port << "\n"
+    << "grpc_port = " << grpc_port << "\n"
+    << "threads = " << f.model.threads << "\n"
+    << "max_model_len = " << max_model_len << "\n"
+    << "max_num_seqs = " << f.engine.max_num_seqs << "\n"
+    << "max_num_batched_tokens = " << f.engine.max_num_batched_tokens << "\n"
+    << "max_queue = " << f.engine.max_queue << "\n"
+    << "kv_block_size = " << f.engine.kv_block_size << "\n"
+    << "kv_blocks = " << f.engine.kv_blocks << "\n"
+    << "kv_cache_bytes = " << f.engine.kv_cache_bytes << "\n"
+    << "max_body_bytes = " << f.max_body_bytes << "\n"
+    << "http_max_connections = " << f.http_max_connections << "\n"
+    << "drain_timeout_s = " << f.drain_timeout_s << "\n";
+  return s.str();
+}
+
+int RunServe(ServeFlags f) {
+  // Block the shutdown signals in every thread (threads inherit the mask): the main thread takes
+  // them synchronously with sigwait below, so no handler runs in an arbitrary thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);  // a client that hung up makes writes fail, not the process die
+
+  f.engine.kv_block_size = f.model.kv_block_size;
+  f.engine.kv_blocks = f.model.kv_blocks;
+  if (absl::Status valid = f.engine.Validate(); !valid.ok()) {
+    std::cerr << "error: " << valid.message() << "\n";
+    return 2;
+  }
+  // The engine allocates the KV pools; the session's own pool is not used, so keep it tiny.
+  ModelOptions session_options = f.model;
+  session_options.kv_blocks = 1;
+  absl::StatusOr<ModelSession> session = OpenModelSession(session_options);
+  if (!session.ok()) {
+    std::cerr << "error: " << session.status().message() << "\n";
+    return 1;
+  }
+  session->pool.reset();
+  std::unique_ptr<runtime::Tokenizer> tokenizer = std::move(session->tokenizer);
+  const std::string source = session->loaded->source;
+  std::vector<runtime::RankModel> ranks(1);
+  ranks[0].model = session->loaded->model.get();
+  ranks[0].backend = std::move(session->backend);
+  ranks[0].keep_alive = std::shared_ptr<runtime::LoadedModel>(std::move(session->loaded));
+  absl::StatusOr<std::unique_ptr<runtime::Engine>> engine =
+      runtime::Engine::Create(std::move(ranks), tokenizer.get(), f.engine);
+  if (!engine.ok()) {
+    std::cerr << "error: " << engine.status().message() << "\n";
+    return 1;
+  }
+
+  ServerMetrics metrics;
+  ServingContext ctx;
+  ctx.engine = engine->get();
+  ctx.tokenizer = tokenizer.get();
+  ctx.metrics = &metrics;
+  ctx.model_source = source;
+  ctx.max_body_bytes = f.max_body_bytes;
+  ctx.limits.served_model_name =
+      f.served_model_name.empty() ? DefaultServedName(f.model) : f.served_model_name;
+  ctx.limits.max_model_len = (*engine)->max_model_len();
+
+  HttpFrontEnd http(&ctx, {f.host, f.port, f.http_max_connections});
+  if (absl::Status st = http.Start(); !st.ok()) {
+    std::cerr << "error: " << st.message() << "\n";
+    return 1;
+  }
+  GrpcFrontEnd grpc(&ctx, absl::StrCat(f.host, ":", f.grpc_port));
+  if (absl::Status st = grpc.Start(); !st.ok()) {
+    std::cerr << "error: " << st.message() << "\n";
+    return 1;
+  }
+  ctx.server_config = DescribeConfig(f, ctx.limits.served_model_name, http.port(), grpc.port(),
+                                     ctx.limits.max_model_len);
+  std::cerr << "moeserve serve: effective configuration\n" << ctx.server_config;
+  spdlog::info("serving '{}': HTTP on {}:{}, gRPC on {}:{}", ctx.limits.served_model_name, f.host,
+               http.port(), f.host, grpc.port());
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("{}: draining (at most {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+               f.drain_timeout_s);
+  const absl::Time deadline = absl::Now() + absl::Seconds(f.drain_timeout_s);
+  ctx.draining.store(true);
+  grpc.SetNotServing();
+  (*engine)->StopAdmission();
+  bool drained = (*engine)->WaitUntilIdle(deadline - absl::Now());
+  // The engine is idle; let the front ends write the last chunks of what it finished.
+  while (ctx.active_calls.load() > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  drained = drained && ctx.active_calls.load() == 0;
+  if (!drained) {
+    spdlog::warn("drain timeout: {} calls still open are cancelled", ctx.active_calls.load());
+  }
+  grpc.Stop(absl::Milliseconds(100));
+  http.Stop();
+  engine->reset();  // cancels what is left and joins the workers
+  spdlog::info("stopped{}", drained ? "" : " (drain timed out)");
+  return 0;
+}
+
+}  // namespace
+
+void AddServeCommand(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<ServeFlags>();
+  ServeFlags& f = *flags;
+  CLI::App* cmd =
+      app.add_subcommand("serve",
+                         "Serve the model over OpenAI-compatible HTTP (/v1/completions, "
+                         "/v1/chat/completions, /v1/models, /health, /metrics) and gRPC");
+  f.model.AddTo(*cmd);
+  // Here the engine sizes the KV pools, so --kv-blocks means blocks per rank.
+  cmd->get_option("--kv-blocks")
+      ->description("KV cache blocks per rank (0: as many as --kv-cache-bytes holds)");
+  cmd->add_option("--host", f.host, "Address both front ends listen on")
+      ->envname("MOESERVE_HOST")
+      ->capture_default_str();
+  cmd->add_option("--port", f.port, "HTTP port (0: any free port)")
+      ->envname("MOESERVE_PORT")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  cmd->add_option("--grpc-port", f.grpc_port, "gRPC port (0: any free port)")
+      ->envname("MOESERVE_GRPC_PORT")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  cmd->add_option("--served-model-name", f.served_model_name,
+                  "Model name clients use; default: \"moeserve-tiny\" for the embedded model, "
+                  "else the model directory's name")
+      ->envname("MOESERVE_SERVED_MODEL_NAME");
+  cmd->add_option("--max-model-len", f.engine.max_model_len,
+                  "Longest prompt + completion in tokens (0: the model's max_position_embeddings)")
+      ->envname("MOESERVE_MAX_MODEL_LEN")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--max-num-seqs", f.engine.max_num_seqs, "Running sequences per rank")
+      ->envname("MOESERVE_MAX_NUM_SEQS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--max-num-batched-tokens", f.engine.max_num_batched_tokens,
+                  "Tokens per engine step per rank (prefill chunks + decodes)")
+      ->envname("MOESERVE_MAX_NUM_BATCHED_TOKENS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--max-queue", f.engine.max_queue,
+                  "Requests waiting for admission; beyond it 429 / RESOURCE_EXHAUSTED")
+      ->envname("MOESERVE_MAX_QUEUE")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--kv-cache-bytes", f.engine.kv_cache_bytes,
+                  "KV cache memory per rank, used when --kv-blocks is 0")
+      ->envname("MOESERVE_KV_CACHE_BYTES")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--max-body-bytes", f.max_body_bytes,
+                  "Largest request body (HTTP) / message (gRPC) accepted; larger ones get 400")
+      ->envname("MOESERVE_MAX_BODY_BYTES")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--drain-timeout", f.drain_timeout_s,
+                  "Seconds to let in-flight requests finish after SIGTERM / SIGINT")
+      ->envname("MOESERVE_DRAIN_TIMEOUT")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--http-max-connections", f.http_max_connections,
+                  "Open HTTP connections served at once (one thread each)")
+      ->envname("MOESERVE_HTTP_MAX_CONNECTIONS")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  cmd->callback([flags, exit_code]() { *exit_code = RunServe(*flags); });
+}
+
+}  // namespace moeserve::server

@@ -1,0 +1,428 @@
+#include "server/grpc/grpc_server.h"
+
+#include <algorithm>
+#include <limits>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "proto/moeserve.grpc.pb.h"
+#include "runtime/sampling/stop_checker.h"
+#include "runtime/tokenizer/chat_template.h"
+#include "server/grpc/proto_convert.h"
+#include "spdlog/spdlog.h"
+
+namespace moeserve::server {
+namespace {
+
+const char* CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::OK:
+      return "OK";
+    case grpc::CANCELLED:
+      return "CANCELLED";
+    case grpc::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::UNAVAILABLE:
+      return "UNAVAILABLE";
+    default:
+      return "OTHER";
+  }
+}
+
+class StreamPump;
+
+// One Generate call. Shared by its reactor (gRPC's threads) and the pump; the reactor is
+// deleted in OnDone, after which `reactor` is null and the pump drops the call.
+struct GenerateCall {
+  ServingContext* ctx = nullptr;
+  std::shared_ptr<runtime::RequestStream> stream;
+  std::string request_id;
+  std::optional<RequestTimer> timer;
+
+  absl::Mutex mu;
+  grpc::ServerWriteReactor<v1::GenerateResponse>* reactor ABSL_GUARDED_BY(mu) = nullptr;
+  bool write_in_flight ABSL_GUARDED_BY(mu) = false;
+  bool finish_started ABSL_GUARDED_BY(mu) = false;
+  // The message being written; touched only by whoever set write_in_flight / finish_started.
+  v1::GenerateResponse response;
+};
+
+// Moves updates from the RequestStreams of open Generate calls to their reactors. RequestStream
+// offers only a waiting Next(), so one thread polls every open call (Next with a past deadline
+// does not wait) and sleeps briefly when nothing moved.
+class StreamPump {
+ public:
+  StreamPump() : thread_([this] { Run(); }) {}
+  ~StreamPump() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+
+  void Add(std::shared_ptr<GenerateCall> call) {
+    absl::MutexLock lock(&mu_);
+    calls_.push_back(std::move(call));
+  }
+  // A write finished: look again now rather than after the sleep.
+  void Wake() {
+    absl::MutexLock lock(&mu_);
+    wake_ = true;
+  }
+
+ private:
+  void Run();
+  // Starts a write or the finish on `call` when it has an update; true when it did.
+  static bool Pump(GenerateCall& call);
+
+  absl::Mutex mu_;
+  std::vector<std::shared_ptr<GenerateCall>> calls_ ABSL_GUARDED_BY(mu_);
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+void StreamPump::Run() {
+  std::vector<std::shared_ptr<GenerateCall>> snapshot;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      // Idle with no calls: wait for one. Otherwise a short sleep unless a write completed.
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stop_ || wake_ || !calls_.empty();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (stop_) return;
+      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || wake_; };
+      mu_.AwaitWithTimeout(absl::Condition(&woken), absl::Milliseconds(2));
+      if (stop_) return;
+      wake_ = false;
+      // Drop calls whose reactor is gone.
+      std::erase_if(calls_, [](const std::shared_ptr<GenerateCall>& c) {
+        absl::MutexLock call_lock(&c->mu);
+        return c->reactor == nullptr;
+      });
+      snapshot = calls_;
+    }
+    for (const std::shared_ptr<GenerateCall>& call : snapshot) Pump(*call);
+    snapshot.clear();
+  }
+}
+
+bool StreamPump::Pump(GenerateCall& call) {
+  grpc::ServerWriteReactor<v1::GenerateResponse>* reactor = nullptr;
+  std::optional<runtime::RequestUpdate> update;
+  {
+    absl::MutexLock lock(&call.mu);
+    if (call.reactor == nullptr || call.write_in_flight || call.finish_started) return false;
+    update = call.stream->Next(absl::InfinitePast());
+    if (!update) return false;
+    reactor = call.reactor;
+    if (update->finished) {
+      call.finish_started = true;
+    } else {
+      call.write_in_flight = true;
+    }
+  }
+  // No one else touches `response` or finishes the reactor while our flag is set, so the write
+  // starts outside the lock (a reaction may run on this thread and take the lock).
+  call.timer->OnUpdate(*update);
+  ToGenerateResponse(*update, call.request_id, *call.ctx->tokenizer, &call.response);
+  if (!update->finished) {
+    reactor->StartWrite(&call.response);
+    return true;
+  }
+  const grpc::Status status = ToGrpcStatus(update->status);
+  call.ctx->metrics->CountRequest("grpc", "Generate", CodeName(status.error_code()));
+  if (status.ok()) {
+    reactor->StartWriteAndFinish(&call.response, grpc::WriteOptions(), status);
+  } else {
+    reactor->Finish(status);
+  }
+  return true;
+}
+
+class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  GenerateReactor(std::shared_ptr<GenerateCall> call, StreamPump* pump)
+      : call_(std::move(call)), pump_(pump) {
+    absl::MutexLock lock(&call_->mu);
+    call_->reactor = this;
+  }
+
+  // Ends the call before it reached the engine (bad request, queue full, draining).
+  void Reject(const absl::Status& status) {
+    {
+      absl::MutexLock lock(&call_->mu);
+      call_->finish_started = true;
+    }
+    const grpc::Status s = ToGrpcStatus(status);
+    call_->ctx->metrics->CountRequest("grpc", "Generate", CodeName(s.error_code()));
+    Finish(s);
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&call_->mu);
+      call_->write_in_flight = false;
+      if (!ok && !call_->finish_started) {
+        call_->finish_started = true;
+        finish = true;
+      }
+    }
+    if (finish) {
+      // The client went away mid-stream: free the request's KV blocks.
+      call_->stream->Cancel();
+      call_->ctx->metrics->CountRequest("grpc", "Generate", "CANCELLED");
+      Finish(grpc::Status(grpc::CANCELLED, "write failed: the client went away"));
+    } else {
+      pump_->Wake();
+    }
+  }
+
+  // Deadline passed or the client cancelled.
+  void OnCancel() override {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&call_->mu);
+      if (call_->stream) call_->stream->Cancel();
+      if (!call_->write_in_flight && !call_->finish_started) {
+        call_->finish_started = true;
+        finish = true;
+      }
+    }
+    if (finish) {
+      call_->ctx->metrics->CountRequest("grpc", "Generate", "CANCELLED");
+      Finish(grpc::Status(grpc::CANCELLED, "cancelled"));
+    }
+  }
+
+  void OnDone() override {
+    bool admitted = false;
+    {
+      absl::MutexLock lock(&call_->mu);
+      call_->reactor = nullptr;
+      admitted = call_->stream != nullptr;
+    }
+    if (admitted) call_->ctx->active_calls.fetch_sub(1);
+    delete this;
+  }
+
+ private:
+  std::shared_ptr<GenerateCall> call_;
+  StreamPump* pump_;
+};
+
+class MoeserveService final : public v1::Moeserve::CallbackService {
+ public:
+  explicit MoeserveService(ServingContext* ctx) : ctx_(ctx) {}
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* /*context*/, const v1::GenerateRequest* request) override {
+    auto call = std::make_shared<GenerateCall>();
+    call->ctx = ctx_;
+    auto* reactor = new GenerateReactor(call, &pump_);
+    if (ctx_->draining.load()) {
+      reactor->Reject(absl::UnavailableError("the server is shutting down"));
+      return reactor;
+    }
+    absl::StatusOr<runtime::GenerationRequest> gen =
+        api::BuildGenerationRequest(ToApiRequest(*request), *ctx_->tokenizer, ctx_->limits);
+    if (!gen.ok()) {
+      reactor->Reject(gen.status());
+      return reactor;
+    }
+    absl::StatusOr<std::shared_ptr<runtime::RequestStream>> stream =
+        ctx_->engine->Submit(*std::move(gen));
+    if (!stream.ok()) {
+      reactor->Reject(stream.status());
+      return reactor;
+    }
+    ctx_->active_calls.fetch_add(1);  // until OnDone
+    {
+      absl::MutexLock lock(&call->mu);
+      call->stream = *stream;
+      // Cancelled while we were submitting: OnCancel had no stream to cancel.
+      if (call->finish_started) call->stream->Cancel();
+    }
+    call->request_id = (*stream)->request_id();
+    call->timer.emplace(ctx_->metrics, (*stream)->submitted_at());
+    pump_.Add(std::move(call));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const runtime::Tokenizer& tok = *ctx_->tokenizer;
+    std::vector<int32_t> ids;
+    if (request->input_case() == v1::TokenizeRequest::kChat) {
+      std::vector<runtime::ChatMessage> messages;
+      for (const v1::ChatMessage& m : request->chat().messages()) {
+        messages.push_back({m.role(), m.content()});
+      }
+      absl::StatusOr<std::vector<int32_t>> encoded = runtime::EncodeChat(tok, messages);
+      if (!encoded.ok()) return Done(reactor, "Tokenize", encoded.status());
+      ids = *std::move(encoded);
+    } else {
+      if (!runtime::IsValidUtf8(request->text())) {
+        return Done(reactor, "Tokenize", api::InvalidParam("text", "text is not valid UTF-8"));
+      }
+      ids = tok.Encode(request->text(), request->add_bos(), /*add_eos=*/false);
+    }
+    for (int32_t id : ids) {
+      response->add_ids(id);
+      response->add_pieces(tok.IdToPiece(id));
+    }
+    return Done(reactor, "Tokenize", absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
+                                       const v1::DetokenizeRequest* request,
+                                       v1::DetokenizeResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const runtime::Tokenizer& tok = *ctx_->tokenizer;
+    for (int i = 0; i < request->ids_size(); ++i) {
+      if (request->ids(i) < 0 || request->ids(i) >= tok.vocab_size()) {
+        return Done(reactor, "Detokenize",
+                    api::InvalidParam("ids", absl::StrCat("ids[", i, "]=", request->ids(i),
+                                                          " is outside the vocabulary [0, ",
+                                                          tok.vocab_size(), ")")));
+      }
+    }
+    response->set_text(
+        tok.Decode(std::vector<int32_t>(request->ids().begin(), request->ids().end())));
+    return Done(reactor, "Detokenize", absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* ModelInfo(grpc::CallbackServerContext* context,
+                                      const v1::ModelInfoRequest* /*request*/,
+                                      v1::ModelInfoResponse* response) override {
+    FillModelInfo(response);
+    return Done(context->DefaultReactor(), "ModelInfo", absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const v1::GetStatsRequest* /*request*/,
+                                     v1::GetStatsResponse* response) override {
+    ToStatsResponse(ctx_->engine->Stats(), response);
+    return Done(context->DefaultReactor(), "GetStats", absl::OkStatus());
+  }
+
+ private:
+  grpc::ServerUnaryReactor* Done(grpc::ServerUnaryReactor* reactor, const char* method,
+                                 const absl::Status& status) {
+    const grpc::Status s = ToGrpcStatus(status);
+    ctx_->metrics->CountRequest("grpc", method, CodeName(s.error_code()));
+    reactor->Finish(s);
+    return reactor;
+  }
+
+  void FillModelInfo(v1::ModelInfoResponse* out) const {
+    const runtime::ModelConfig& c = ctx_->engine->model_config();
+    const runtime::EngineOptions& o = ctx_->engine->options();
+    out->set_served_model_name(ctx_->limits.served_model_name);
+    out->set_source(ctx_->model_source);
+    out->set_server_config(ctx_->server_config);
+    v1::ModelConfig* mc = out->mutable_config();
+    mc->set_hidden_size(c.hidden_size);
+    mc->set_intermediate_size(c.intermediate_size);
+    mc->set_num_hidden_layers(c.num_hidden_layers);
+    mc->set_num_attention_heads(c.num_attention_heads);
+    mc->set_num_key_value_heads(c.num_key_value_heads);
+    mc->set_head_dim(c.head_dim);
+    mc->set_num_local_experts(c.num_local_experts);
+    mc->set_num_experts_per_tok(c.num_experts_per_tok);
+    mc->set_rope_theta(c.rope_theta);
+    mc->set_rms_norm_eps(c.rms_norm_eps);
+    mc->set_sliding_window(c.sliding_window.value_or(0));
+    mc->set_max_position_embeddings(c.max_position_embeddings);
+    mc->set_vocab_size(c.vocab_size);
+    mc->set_dtype(std::string(kernels::DTypeName(c.dtype)));
+    mc->set_config_json(c.ToJson());
+    // The engine exposes its world size but not yet the expert placement: with one rank that
+    // rank holds every expert; with more, only the world size is filled.
+    v1::Placement* placement = out->mutable_placement();
+    placement->set_world_size(ctx_->engine->world_size());
+    if (ctx_->engine->world_size() == 1) {
+      v1::RankPlacement* rank = placement->add_ranks();
+      rank->set_rank(0);
+      for (int64_t e = 0; e < c.num_local_experts; ++e) rank->add_experts(static_cast<int32_t>(e));
+    }
+    v1::Limits* limits = out->mutable_limits();
+    limits->set_max_model_len(ctx_->engine->max_model_len());
+    limits->set_max_num_seqs(o.max_num_seqs);
+    limits->set_max_num_batched_tokens(o.max_num_batched_tokens);
+    limits->set_max_queue(o.max_queue);
+    limits->set_kv_block_size(o.kv_block_size);
+    limits->set_kv_blocks(ctx_->engine->Stats().kv_blocks_total);
+    limits->set_max_body_bytes(ctx_->max_body_bytes);
+    limits->set_max_stop_strings(runtime::kMaxStopStrings);
+  }
+
+  ServingContext* ctx_;
+  StreamPump pump_;
+};
+
+}  // namespace
+
+class GrpcFrontEnd::Impl {
+ public:
+  Impl(ServingContext* ctx, std::string listen_address)
+      : service(ctx), address(std::move(listen_address)), max_body_bytes(ctx->max_body_bytes) {}
+  MoeserveService service;
+  std::string address;
+  int64_t max_body_bytes;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+};
+
+GrpcFrontEnd::GrpcFrontEnd(ServingContext* context, std::string address)
+    : impl_(std::make_unique<Impl>(context, std::move(address))) {}
+
+GrpcFrontEnd::~GrpcFrontEnd() { Stop(absl::ZeroDuration()); }
+
+absl::Status GrpcFrontEnd::Start() {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(impl_->address, grpc::InsecureServerCredentials(), &impl_->port);
+  builder.RegisterService(&impl_->service);
+  // The gRPC twin of the HTTP --max-body-bytes limit (gRPC answers RESOURCE_EXHAUSTED past it).
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::min<int64_t>(impl_->max_body_bytes, std::numeric_limits<int>::max())));
+  impl_->server = builder.BuildAndStart();
+  if (!impl_->server || impl_->port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("gRPC: cannot listen on ", impl_->address, " (in use?)"));
+  }
+  impl_->server->GetHealthCheckService()->SetServingStatus(true);
+  return absl::OkStatus();
+}
+
+int GrpcFrontEnd::port() const { return impl_->port; }
+
+void GrpcFrontEnd::SetNotServing() {
+  if (impl_->server) impl_->server->GetHealthCheckService()->SetServingStatus(false);
+}
+
+void GrpcFrontEnd::Stop(absl::Duration grace) {
+  if (!impl_->server) return;
+  impl_->server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMicroseconds(grace));
+  impl_->server->Wait();
+  impl_->server.reset();
+}
+
+}  // namespace moeserve::server

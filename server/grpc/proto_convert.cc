@@ -1,0 +1,110 @@
+#include "server/grpc/proto_convert.h"
+
+#include <string>
+
+namespace moeserve::server {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+api::ApiRequest ToApiRequest(const v1::GenerateRequest& request) {
+  api::ApiRequest r;
+  r.request_id = request.request_id();
+  if (!request.model().empty()) r.model = request.model();
+  switch (request.prompt_case()) {
+    case v1::GenerateRequest::kText:
+      r.prompt_text = request.text();
+      break;
+    case v1::GenerateRequest::kChat: {
+      r.kind = api::RequestKind::kChat;
+      std::vector<runtime::ChatMessage> messages;
+      for (const v1::ChatMessage& m : request.chat().messages()) {
+        messages.push_back({m.role(), m.content()});
+      }
+      r.messages = std::move(messages);
+      break;
+    }
+    case v1::GenerateRequest::kTokenIds:
+      r.prompt_ids =
+          std::vector<int32_t>(request.token_ids().ids().begin(), request.token_ids().ids().end());
+      break;
+    case v1::GenerateRequest::PROMPT_NOT_SET:
+      break;
+  }
+  const v1::SamplingParameters& s = request.sampling();
+  if (s.has_max_tokens()) r.max_tokens = s.max_tokens();
+  if (s.has_temperature()) r.temperature = s.temperature();
+  if (s.has_top_p()) r.top_p = s.top_p();
+  if (s.has_top_k()) r.top_k = s.top_k();
+  if (s.has_min_p()) r.min_p = s.min_p();
+  if (s.has_repetition_penalty()) r.repetition_penalty = s.repetition_penalty();
+  if (s.has_frequency_penalty()) r.frequency_penalty = s.frequency_penalty();
+  if (s.has_presence_penalty()) r.presence_penalty = s.presence_penalty();
+  if (s.has_seed()) r.seed = s.seed();
+  if (s.has_n()) r.n = s.n();
+  r.logprobs = s.logprobs();
+  if (s.has_top_logprobs()) r.top_logprobs = s.top_logprobs();
+  r.stop.assign(s.stop().begin(), s.stop().end());
+  r.stop_token_ids.assign(s.stop_token_ids().begin(), s.stop_token_ids().end());
+  r.ignore_eos = s.ignore_eos();
+  return r;
+}
+
+void ToGenerateResponse(const runtime::RequestUpdate& update, const std::string& request_id,
+                        const runtime::Tokenizer& tok, v1::GenerateResponse* out) {
+  out->Clear();
+  out->set_request_id(request_id);
+  out->set_finished(update.finished);
+  for (const runtime::ChoiceDelta& d : update.choices) {
+    v1::ChoiceDelta* c = out->add_choices();
+    c->set_index(d.index);
+    c->set_text(d.text);
+    c->mutable_token_ids()->Add(d.tokens.begin(), d.tokens.end());
+    for (const runtime::TokenLogprob& lp : d.logprobs) {
+      v1::TokenWithAlternatives* t = c->add_logprobs();
+      t->set_token(lp.token);
+      t->set_text(api::TokenText(tok, lp.token));
+      t->set_logprob(lp.logprob);
+      for (const auto& [id, logprob] : lp.top) {
+        v1::TokenLogprob* alt = t->add_top_logprobs();
+        alt->set_token(id);
+        alt->set_text(api::TokenText(tok, id));
+        alt->set_logprob(logprob);
+      }
+    }
+    if (d.finish_reason != runtime::FinishReason::kNone) {
+      c->set_finish_reason(runtime::FinishReasonName(d.finish_reason));
+    }
+  }
+  v1::Usage* usage = out->mutable_usage();
+  usage->set_prompt_tokens(update.usage.prompt_tokens);
+  usage->set_completion_tokens(update.usage.completion_tokens);
+  usage->set_total_tokens(update.usage.prompt_tokens + update.usage.completion_tokens);
+}
+
+void ToStatsResponse(const runtime::EngineStats& s, v1::GetStatsResponse* out) {
+  out->set_requests_submitted(s.requests_submitted);
+  out->set_requests_finished(s.requests_finished);
+  out->set_requests_cancelled(s.requests_cancelled);
+  out->set_requests_rejected(s.requests_rejected);
+  out->set_prompt_tokens(s.prompt_tokens);
+  out->set_generated_tokens(s.generated_tokens);
+  out->set_steps(s.steps);
+  out->set_preemptions(s.preemptions);
+  out->set_queue_depth(s.queue_depth);
+  out->set_running_sequences(s.running_sequences);
+  out->set_kv_blocks_total(s.kv_blocks_total);
+  out->set_kv_blocks_used(s.kv_blocks_used);
+  out->set_kv_usage(s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) /
+                                                static_cast<double>(s.kv_blocks_total)
+                                          : 0.0);
+  for (size_t layer = 0; layer < s.expert_tokens.size(); ++layer) {
+    v1::LayerExpertTokens* l = out->add_expert_tokens();
+    l->set_layer(static_cast<int32_t>(layer));
+    l->mutable_tokens()->Add(s.expert_tokens[layer].begin(), s.expert_tokens[layer].end());
+  }
+}
+
+}  // namespace moeserve::server

@@ -1,0 +1,161 @@
+#include "server/metrics/metrics.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace moeserve::server {
+namespace {
+
+// Latency buckets in seconds: 1 ms .. 60 s, roughly x2.5 apart (vLLM's TTFT buckets, extended
+// down to 1 ms because the embedded model decodes a token in a few ms).
+std::vector<double> LatencyBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60};
+}
+
+void Header(const std::string& name, const std::string& type, const std::string& help,
+            std::string* out) {
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+}
+
+void Scalar(const std::string& name, const std::string& type, const std::string& help, double value,
+            std::string* out) {
+  Header(name, type, help, out);
+  absl::StrAppend(out, name, " ", value, "\n");
+}
+
+// Label values are ours (paths, status names, numbers), but escape anyway as the format asks.
+std::string Escape(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+Histogram::Histogram(std::vector<double> bounds)
+    : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+
+void Histogram::Observe(double value, int64_t count) {
+  const size_t bucket =
+      std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();  // le semantics
+  absl::MutexLock lock(&mu_);
+  counts_[bucket] += count;
+  sum_ += value * static_cast<double>(count);
+  count_ += count;
+}
+
+void Histogram::Render(const std::string& name, const std::string& help, std::string* out) const {
+  absl::MutexLock lock(&mu_);
+  Header(name, "histogram", help, out);
+  int64_t cumulative = 0;
+  for (size_t i = 0; i < bounds_.size(); ++i) {
+    cumulative += counts_[i];
+    absl::StrAppend(out, name, "_bucket{le=\"", bounds_[i], "\"} ", cumulative, "\n");
+  }
+  absl::StrAppend(out, name, "_bucket{le=\"+Inf\"} ", count_, "\n", name, "_sum ", sum_, "\n", name,
+                  "_count ", count_, "\n");
+}
+
+ServerMetrics::ServerMetrics()
+    : ttft_(LatencyBuckets()), itl_(LatencyBuckets()), e2e_(LatencyBuckets()) {}
+
+void ServerMetrics::CountRequest(const std::string& api, const std::string& endpoint,
+                                 const std::string& code) {
+  absl::MutexLock lock(&mu_);
+  ++requests_[{api, endpoint, code}];
+}
+
+void ServerMetrics::ObserveInterToken(absl::Duration d, int64_t tokens) {
+  if (tokens <= 0) return;
+  itl_.Observe(absl::ToDoubleSeconds(d) / static_cast<double>(tokens), tokens);
+}
+
+std::string ServerMetrics::Render(const runtime::EngineStats& s) const {
+  std::string out;
+  {
+    absl::MutexLock lock(&mu_);
+    Header("moeserve_requests_total", "counter",
+           "Finished front-end calls by API, endpoint and status code.", &out);
+    for (const auto& [key, count] : requests_) {
+      const auto& [api, endpoint, code] = key;
+      absl::StrAppend(&out, "moeserve_requests_total{api=\"", Escape(api), "\",endpoint=\"",
+                      Escape(endpoint), "\",code=\"", Escape(code), "\"} ", count, "\n");
+    }
+  }
+  ttft_.Render("moeserve_time_to_first_token_seconds",
+               "Time from admission to the first generated token.", &out);
+  itl_.Render("moeserve_inter_token_latency_seconds",
+              "Time between consecutive generated tokens of a request.", &out);
+  e2e_.Render("moeserve_request_latency_seconds", "Time from admission to the last token.", &out);
+
+  Scalar("moeserve_engine_requests_submitted_total", "counter", "Requests admitted to the engine.",
+         s.requests_submitted, &out);
+  Scalar("moeserve_engine_requests_finished_total", "counter", "Requests the engine finished.",
+         s.requests_finished, &out);
+  Scalar("moeserve_engine_requests_cancelled_total", "counter",
+         "Requests cancelled (client gone, deadline, shutdown).", s.requests_cancelled, &out);
+  Scalar("moeserve_engine_requests_rejected_total", "counter",
+         "Requests refused because the admission queue was full.", s.requests_rejected, &out);
+  Scalar("moeserve_prompt_tokens_total", "counter",
+         "Prompt tokens computed (recomputation after preemption included).", s.prompt_tokens,
+         &out);
+  Scalar("moeserve_generation_tokens_total", "counter", "Tokens generated.", s.generated_tokens,
+         &out);
+  Scalar("moeserve_engine_steps_total", "counter", "Engine steps (forward passes).", s.steps, &out);
+  Scalar("moeserve_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.",
+         s.preemptions, &out);
+  Scalar("moeserve_queue_depth", "gauge", "Requests waiting for admission or a first schedule.",
+         s.queue_depth, &out);
+  Scalar("moeserve_running_sequences", "gauge", "Sequences in the running batch.",
+         s.running_sequences, &out);
+  Scalar("moeserve_kv_blocks_total", "gauge", "KV cache blocks, all ranks.", s.kv_blocks_total,
+         &out);
+  Scalar("moeserve_kv_blocks_used", "gauge", "KV cache blocks in use, all ranks.", s.kv_blocks_used,
+         &out);
+  Scalar("moeserve_kv_usage_ratio", "gauge", "KV cache blocks in use / total.",
+         s.kv_blocks_total > 0
+             ? static_cast<double>(s.kv_blocks_used) / static_cast<double>(s.kv_blocks_total)
+             : 0.0,
+         &out);
+  Header("moeserve_expert_tokens_total", "counter", "Tokens routed to each expert of each layer.",
+         &out);
+  for (size_t layer = 0; layer < s.expert_tokens.size(); ++layer) {
+    for (size_t expert = 0; expert < s.expert_tokens[layer].size(); ++expert) {
+      absl::StrAppend(&out, "moeserve_expert_tokens_total{layer=\"", layer, "\",expert=\"", expert,
+                      "\"} ", s.expert_tokens[layer][expert], "\n");
+    }
+  }
+  return out;
+}
+
+void RequestTimer::OnUpdate(const runtime::RequestUpdate& update) {
+  // With n > 1 choices decode in lockstep: a step adds one token to each, so the step count is
+  // the longest delta, not the sum.
+  int64_t tokens = 0;
+  for (const runtime::ChoiceDelta& c : update.choices) {
+    tokens = std::max(tokens, static_cast<int64_t>(c.tokens.size()));
+  }
+  const absl::Time now = absl::Now();
+  if (tokens > 0) {
+    if (!first_token_seen_) {
+      metrics_->ObserveTimeToFirstToken(now - submitted_at_);
+      first_token_seen_ = true;
+      if (tokens > 1) metrics_->ObserveInterToken(now - last_, tokens - 1);
+    } else {
+      metrics_->ObserveInterToken(now - last_, tokens);
+    }
+    last_ = now;
+  }
+  if (update.finished) metrics_->ObserveRequestLatency(now - submitted_at_);
+}
+
+}  // namespace moeserve::server
