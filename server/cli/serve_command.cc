@@ -204,7 +204,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--max-queue", f.engine.max_queue,
                   "Requests waiting for admission; beyond it 429 / RESOURCE_EXHAUSTED")
       ->envname("MOESERVE_MAX_QUEUE")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--kv-cache-bytes", f.engine.kv_cache_bytes,
                   "KV cache memory per rank, used when --kv-blocks is 0")
@@ -212,7 +212,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--max-body-bytes", f.max_body_bytes,
-                  "Largest request body (HTTP) / message (gRPC) accepted; larger ones get 400")
+                  "Largest request body (HTTP: 400 past it) / message (gRPC: RESOURCE_EXHAUSTED)")
       ->envname("MOESERVE_MAX_BODY_BYTES")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
