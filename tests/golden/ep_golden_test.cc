@@ -15,7 +15,6 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "runtime/model/weight_names.h"
 #include "tests/golden/ep_harness.h"
 
 namespace moeserve::runtime {
@@ -154,17 +153,8 @@ TEST_P(EpGoldenTest, BitwiseIdenticalToWorldSizeOne) {
 
   // Each rank read exactly the expert tensors its placement gives it.
   for (int r = 0; r < c.world; ++r) {
-    std::vector<std::string> expected_experts, read_experts;
-    for (const auto& [l, e] : placement->ExpertsOf(r)) {
-      for (const char* w : {"w1", "w2", "w3"}) {
-        expected_experts.push_back(ExpertPrefix(l, e) + w + ".weight");
-      }
-    }
-    for (const std::string& name : run->loaded[r]) {
-      if (name.find(".experts.") != std::string::npos) read_experts.push_back(name);
-    }
-    std::sort(expected_experts.begin(), expected_experts.end());
-    EXPECT_EQ(read_experts, expected_experts) << "rank " << r;
+    EXPECT_EQ(ep_test::ExpertTensorsIn(run->loaded[r]), ep_test::ExpertTensorNames(*placement, r))
+        << "rank " << r;
   }
 }
 

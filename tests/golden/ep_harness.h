@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "parallel/placement/expert_placement.h"
 #include "runtime/kv/kv_block_pool.h"
 #include "runtime/model/model_loader.h"
+#include "runtime/model/weight_names.h"
 
 namespace moeserve::runtime::ep_test {
 
@@ -145,6 +147,44 @@ inline absl::StatusOr<GroupRun> RunGroup(const ModelFactory& make,
   });
   if (!st.ok()) return st;
   return run;
+}
+
+// A small random-model config of the Mixtral architecture (vocab 512, hidden 64, 4 heads of 16,
+// 2 KV heads, experts of 96), fast enough for 8 ranks on 2 cores.
+inline ModelConfig SmallConfig(int64_t layers = 4, int64_t experts = 8,
+                               std::optional<int64_t> window = std::nullopt) {
+  ModelConfig c = *PresetConfig("tiny", layers);
+  c.vocab_size = 512;
+  c.hidden_size = 64;
+  c.head_dim = 16;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.intermediate_size = 96;
+  c.num_local_experts = experts;
+  c.sliding_window = window;
+  return c;
+}
+
+// The w1/w2/w3 tensor names of the experts `placement` gives `rank`, sorted.
+inline std::vector<std::string> ExpertTensorNames(const parallel::ExpertPlacement& placement,
+                                                  int rank) {
+  std::vector<std::string> names;
+  for (const auto& [layer, expert] : placement.ExpertsOf(rank)) {
+    for (const char* w : {"w1", "w2", "w3"}) {
+      names.push_back(ExpertPrefix(layer, expert) + w + ".weight");
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// The expert tensors among `names` (keeps the order).
+inline std::vector<std::string> ExpertTensorsIn(const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  for (const std::string& n : names) {
+    if (n.find(".experts.") != std::string::npos) out.push_back(n);
+  }
+  return out;
 }
 
 // Sequence i on rank (i * 3 + 1) % world: spreads sequences and, with few sequences and many

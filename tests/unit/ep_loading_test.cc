@@ -12,20 +12,12 @@
 #include "parallel/comm/in_process_communicator.h"
 #include "runtime/model/model_loader.h"
 #include "runtime/model/weight_names.h"
+#include "tests/golden/ep_harness.h"
 
 namespace moeserve::runtime {
 namespace {
 
-ModelConfig SmallConfig() {
-  ModelConfig c = *PresetConfig("tiny", 3);
-  c.vocab_size = 300;
-  c.hidden_size = 48;
-  c.head_dim = 12;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.intermediate_size = 40;
-  return c;
-}
+ModelConfig SmallConfig() { return ep_test::SmallConfig(/*layers=*/3); }
 
 class EpLoadingTest : public ::testing::Test {
  protected:
@@ -35,6 +27,14 @@ class EpLoadingTest : public ::testing::Test {
         new std::string(testing::TempDir() + "/moeserve_ep_loading_" + std::to_string(::getpid()));
     std::filesystem::remove_all(*dir_);
     ASSERT_TRUE(WriteRandomModel(SmallConfig(), 5, *dir_, /*shard_per_layer=*/true).ok());
+  }
+  // The model as `rank` of `placement` loads it.
+  static absl::StatusOr<std::unique_ptr<LoadedModel>> LoadRank(
+      kernels::Backend* backend, const parallel::ExpertPlacement& placement, int rank) {
+    ModelLoadOptions options;
+    options.placement = &placement;
+    options.rank = rank;
+    return LoadModelDir(*dir_, backend, options);
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(*dir_);
@@ -70,25 +70,16 @@ TEST_F(EpLoadingTest, EachRankReadsOnlyItsOwnExperts) {
     ASSERT_TRUE(placement.ok());
     int64_t total_expert_tensors = 0;
     for (int rank = 0; rank < ep; ++rank) {
-      ModelLoadOptions options;
-      options.placement = &*placement;
-      options.rank = rank;
-      auto loaded = LoadModelDir(*dir_, backend.get(), options);
+      auto loaded = LoadRank(backend.get(), *placement, rank);
       ASSERT_TRUE(loaded.ok()) << loaded.status();
       const LoadStats st = (*loaded)->checkpoint->stats();
       const int64_t held = 3 * (8 / ep);  // (layer, expert) pairs
       EXPECT_EQ(st.tensors_loaded, shared_tensors + 3 * held) << "ep " << ep << " rank " << rank;
       EXPECT_EQ(st.bytes_loaded, shared_bytes + held * expert_bytes);
-      std::set<std::string> read;
-      for (const std::string& name : (*loaded)->checkpoint->LoadedTensorNames()) {
-        if (name.find(".experts.") != std::string::npos) read.insert(name);
-      }
-      std::set<std::string> expected;
-      for (const auto& [l, e] : placement->ExpertsOf(rank)) {
-        for (const char* w : {"w1", "w2", "w3"})
-          expected.insert(ExpertPrefix(l, e) + w + ".weight");
-      }
-      EXPECT_EQ(read, expected) << "ep " << ep << " rank " << rank;
+      const std::vector<std::string> read =
+          ep_test::ExpertTensorsIn((*loaded)->checkpoint->LoadedTensorNames());
+      EXPECT_EQ(read, ep_test::ExpertTensorNames(*placement, rank))
+          << "ep " << ep << " rank " << rank;
       total_expert_tensors += static_cast<int64_t>(read.size());
     }
     EXPECT_EQ(total_expert_tensors, 3 * 8 * 3);  // every expert read by exactly one rank
@@ -101,10 +92,7 @@ TEST_F(EpLoadingTest, ReplicatedExpertsAreReadByEachOfTheirRanks) {
   ASSERT_TRUE(placement.ok());
   auto backend = kernels::MakeCpuBackend(1);
   for (int rank = 0; rank < 3; ++rank) {
-    ModelLoadOptions options;
-    options.placement = &*placement;
-    options.rank = rank;
-    auto loaded = LoadModelDir(*dir_, backend.get(), options);
+    auto loaded = LoadRank(backend.get(), *placement, rank);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     const auto names = (*loaded)->checkpoint->LoadedTensorNames();
     EXPECT_TRUE(std::binary_search(names.begin(), names.end(), ExpertPrefix(2, 0) + "w2.weight"))
