@@ -1,6 +1,6 @@
 """Load, back-pressure and shutdown, each on a daemon of its own: 429 / RESOURCE_EXHAUSTED past
---max-queue, SIGTERM drain, 1000 concurrent streams, 10,000 sequential requests without KV-block
-or RSS growth."""
+--max-queue, SIGTERM drain, 1000 concurrent streams (HTTP, then gRPC), 10,000 sequential
+requests without KV-block or RSS growth."""
 
 import asyncio
 import json
@@ -84,7 +84,7 @@ def test_sigterm_drains_in_flight_and_exits_0():
     d.terminate()
 
 
-def test_1000_concurrent_streams():
+def test_1000_concurrent_streams(pb):
     d = Daemon("--max-num-seqs", "256", "--max-num-batched-tokens", "1024")
     try:
         n = 1000
@@ -114,7 +114,30 @@ def test_1000_concurrent_streams():
         results = asyncio.run(main())
         errors = [r for r in results if r is not True]
         assert not errors, f"{len(errors)} failed, e.g. {errors[:3]!r}"
-        print(f"1000 streams in {time.monotonic() - start:.1f} s")
+        print(f"1000 HTTP streams in {time.monotonic() - start:.1f} s")
+        assert metric(d, "moeserve_kv_blocks_used") == 0
+
+        # The same over gRPC: the callback service pins no thread per stream.
+        async def grpc_main():
+            async with grpc.aio.insecure_channel(d.grpc_target) as channel:
+                stub = pb[1].MoeserveStub(channel)
+
+                async def one(i):
+                    request = pb[0].GenerateRequest(
+                        text=f"Request number {i}",
+                        sampling=pb[0].SamplingParameters(max_tokens=4, ignore_eos=True))
+                    tokens = 0
+                    async for r in stub.Generate(request, timeout=300):
+                        tokens += sum(len(c.token_ids) for c in r.choices)
+                    return tokens == 4
+
+                return await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+
+        start = time.monotonic()
+        results = asyncio.run(grpc_main())
+        errors = [r for r in results if r is not True]
+        assert not errors, f"{len(errors)} failed, e.g. {errors[:3]!r}"
+        print(f"1000 gRPC streams in {time.monotonic() - start:.1f} s")
         assert metric(d, "moeserve_kv_blocks_used") == 0
     finally:
         assert d.terminate() == 0, d.log()
