@@ -10,10 +10,9 @@ packages=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libsentencepiece-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev clang-format-14
+  # tests/e2e (part of tools/test.sh): tools/e2e-venv.sh makes a venv and pip-installs the clients
+  python3 python3-venv
 )
-if [[ "${MOESERVE_SETUP_PYTHON:-0}" == 1 ]]; then
-  packages+=(python3 python3-venv)
-fi
 
 missing=()
 for p in "${packages[@]}"; do
