@@ -39,6 +39,7 @@ class Engine::Impl {
   std::atomic<int64_t> next_request_id_{0};
   std::atomic<bool> admitting_{true};
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::shared_ptr<const parallel::ExpertPlacement> placement_;
 
   // Blocks one sequence of `total_tokens` holds at most (with a sliding window, only the window
   // plus one step's chunk stays resident).
@@ -58,14 +59,15 @@ Engine::~Engine() {
   impl_->workers_.clear();  // each worker cancels what it still runs and joins its thread
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::vector<RankModel> ranks,
-                                                       const Tokenizer* tokenizer,
-                                                       const EngineOptions& options) {
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
+    std::vector<RankModel> ranks, const Tokenizer* tokenizer, const EngineOptions& options,
+    std::shared_ptr<const parallel::ExpertPlacement> placement) {
   MOESERVE_RETURN_IF_ERROR(options.Validate());
   if (ranks.empty()) return absl::InvalidArgumentError("engine: no ranks");
   if (tokenizer == nullptr) return absl::InvalidArgumentError("engine: no tokenizer");
   const ModelConfig& config = ranks[0].model->config();
   auto impl = std::make_unique<Impl>(tokenizer, options, config);
+  impl->placement_ = std::move(placement);
   impl->max_model_len_ =
       options.max_model_len > 0 ? options.max_model_len : config.max_position_embeddings;
   if (impl->max_model_len_ > config.max_position_embeddings) {
@@ -170,7 +172,9 @@ EngineStats Engine::Stats() const {
   s.generated_tokens = c.generated_tokens.load();
   s.steps = c.steps.load();
   s.queue_depth = c.queue_depth.load();
+  std::vector<parallel::EpRankStats> ep_ranks;
   for (const auto& w : impl_->workers_) {
+    ep_ranks.push_back(w->ep_stats());
     Worker::Snapshot snap = w->snapshot();
     s.running_sequences += snap.running;
     s.kv_blocks_total += snap.kv_blocks_total;
@@ -186,8 +190,11 @@ EngineStats Engine::Stats() const {
       }
     }
   }
+  s.ep = parallel::AggregateEpStats(ep_ranks);
   return s;
 }
+
+const parallel::ExpertPlacement* Engine::placement() const { return impl_->placement_.get(); }
 
 const ModelConfig& Engine::model_config() const { return impl_->config_; }
 const EngineOptions& Engine::options() const { return impl_->options_; }

@@ -18,6 +18,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "parallel/comm/communicator.h"
+#include "parallel/moe/ep_stats.h"
+#include "parallel/placement/expert_placement.h"
 #include "runtime/engine/request.h"
 #include "runtime/model/mixtral_model.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -51,6 +53,9 @@ struct EngineStats {
   int64_t kv_blocks_used = 0;
   // Cumulative tokens routed per layer per expert, summed over ranks: [num_layers][num_experts].
   std::vector<std::vector<int64_t>> expert_tokens;
+  // Expert-parallel view: per-rank traffic and all-to-all time, expert and rank imbalance
+  // (max/mean), last step and cumulative. World size 1: one rank, no traffic.
+  parallel::EpStats ep;
 };
 
 // One rank's model and everything it needs; the engine takes ownership of the worker's inputs.
@@ -68,9 +73,11 @@ struct RankModel {
 class Engine {
  public:
   // Starts one worker thread per rank. `tokenizer` must outlive the engine.
-  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::vector<RankModel> ranks,
-                                                        const Tokenizer* tokenizer,
-                                                        const EngineOptions& options);
+  // `placement`: the expert placement the ranks were loaded with (null at world size 1), reported
+  // by placement().
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(
+      std::vector<RankModel> ranks, const Tokenizer* tokenizer, const EngineOptions& options,
+      std::shared_ptr<const parallel::ExpertPlacement> placement = nullptr);
   ~Engine();  // cancels what is left and joins the workers
 
   // Validates and enqueues. InvalidArgument for a bad request (empty prompt, prompt or
@@ -89,6 +96,8 @@ class Engine {
   const EngineOptions& options() const;
   int64_t max_model_len() const;
   int world_size() const;
+  // Null at world size 1 (every expert on rank 0).
+  const parallel::ExpertPlacement* placement() const;
 
  private:
   class Impl;

@@ -64,6 +64,8 @@ class Worker {
   };
   Snapshot snapshot() const;
   const KvBlockPool& pool() const { return pool_; }
+  // Thread-safe: this rank's expert-load and all-to-all counters.
+  parallel::EpRankStats ep_stats() const { return rank_model_.model->ep_stats(); }
 
  private:
   struct Active {

@@ -31,6 +31,16 @@ void ModelOptions::AddTo(CLI::App& cmd) {
       ->check(CLI::NonNegativeNumber);
 }
 
+absl::StatusOr<std::unique_ptr<runtime::Tokenizer>> LoadTokenizerFor(const ModelOptions& options) {
+  std::string tok_path = options.tokenizer_path;
+  if (tok_path.empty() && !options.model_dir.empty() &&
+      std::filesystem::exists(options.model_dir + "/tokenizer.model")) {
+    tok_path = options.model_dir + "/tokenizer.model";
+  }
+  if (tok_path.empty()) return runtime::Tokenizer::LoadEmbedded();
+  return runtime::Tokenizer::Load(tok_path);
+}
+
 absl::StatusOr<ModelSession> OpenModelSession(const ModelOptions& options) {
   ModelSession s;
   s.backend = kernels::MakeCpuBackend(options.threads);
@@ -45,16 +55,7 @@ absl::StatusOr<ModelSession> OpenModelSession(const ModelOptions& options) {
           bar->Update(done);
         }));
   }
-  std::string tok_path = options.tokenizer_path;
-  if (tok_path.empty() && !options.model_dir.empty() &&
-      std::filesystem::exists(options.model_dir + "/tokenizer.model")) {
-    tok_path = options.model_dir + "/tokenizer.model";
-  }
-  if (tok_path.empty()) {
-    MOESERVE_ASSIGN_OR_RETURN(s.tokenizer, runtime::Tokenizer::LoadEmbedded());
-  } else {
-    MOESERVE_ASSIGN_OR_RETURN(s.tokenizer, runtime::Tokenizer::Load(tok_path));
-  }
+  MOESERVE_ASSIGN_OR_RETURN(s.tokenizer, LoadTokenizerFor(options));
   const runtime::ModelConfig& c = s.loaded->model->config();
   if (s.tokenizer->vocab_size() > c.vocab_size) {
     spdlog::warn("tokenizer has {} pieces but the model's vocab_size is {}",

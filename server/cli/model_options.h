@@ -35,6 +35,10 @@ struct ModelSession {
   runtime::MixtralModel& model() { return *loaded->model; }
 };
 
+// The tokenizer for `options`: --tokenizer, else <model>/tokenizer.model when present, else the
+// embedded Mixtral v1 tokenizer.
+absl::StatusOr<std::unique_ptr<runtime::Tokenizer>> LoadTokenizerFor(const ModelOptions& options);
+
 // Loads model, tokenizer and KV pool; shows progress on a terminal.
 absl::StatusOr<ModelSession> OpenModelSession(const ModelOptions& options);
 

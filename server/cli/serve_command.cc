@@ -8,15 +8,19 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "parallel/moe/router_skew.h"
 #include "runtime/engine/engine.h"
+#include "runtime/engine/rank_set.h"
 #include "server/api/serving_context.h"
 #include "server/cli/commands.h"
 #include "server/cli/model_options.h"
+#include "server/cli/progress.h"
 #include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
 #include "server/metrics/metrics.h"
@@ -35,6 +39,9 @@ struct ServeFlags {
   int64_t max_body_bytes = int64_t{4} << 20;
   double drain_timeout_s = 30;
   int http_max_connections = 2048;
+  int ep_size = 1;
+  std::string placement_file;
+  std::string router_skew;
 };
 
 std::string DefaultServedName(const ModelOptions& m) {
@@ -66,7 +73,10 @@ std::string DescribeConfig(const ServeFlags& f, const std::string& served_name, 
     << "kv_cache_bytes = " << f.engine.kv_cache_bytes << "\n"
     << "max_body_bytes = " << f.max_body_bytes << "\n"
     << "http_max_connections = " << f.http_max_connections << "\n"
-    << "drain_timeout_s = " << f.drain_timeout_s << "\n";
+    << "drain_timeout_s = " << f.drain_timeout_s << "\n"
+    << "ep_size = " << f.ep_size << "\n"
+    << "placement = " << (f.placement_file.empty() ? "(contiguous)" : f.placement_file) << "\n"
+    << "router_skew = " << (f.router_skew.empty() ? "(off)" : f.router_skew) << "\n";
   return s.str();
 }
 
@@ -86,23 +96,48 @@ int RunServe(ServeFlags f) {
     std::cerr << "error: " << valid.message() << "\n";
     return 2;
   }
-  // The engine allocates the KV pools; the session's own pool is not used, so keep it tiny.
-  ModelOptions session_options = f.model;
-  session_options.kv_blocks = 1;
-  absl::StatusOr<ModelSession> session = OpenModelSession(session_options);
-  if (!session.ok()) {
-    std::cerr << "error: " << session.status().message() << "\n";
+  absl::StatusOr<std::unique_ptr<runtime::Tokenizer>> tokenizer = LoadTokenizerFor(f.model);
+  if (!tokenizer.ok()) {
+    std::cerr << "error: " << tokenizer.status().message() << "\n";
     return 1;
   }
-  session->pool.reset();
-  std::unique_ptr<runtime::Tokenizer> tokenizer = std::move(session->tokenizer);
-  const std::string source = session->loaded->source;
-  std::vector<runtime::RankModel> ranks(1);
-  ranks[0].model = session->loaded->model.get();
-  ranks[0].backend = std::move(session->backend);
-  ranks[0].keep_alive = std::shared_ptr<runtime::LoadedModel>(std::move(session->loaded));
-  absl::StatusOr<std::unique_ptr<runtime::Engine>> engine =
-      runtime::Engine::Create(std::move(ranks), tokenizer.get(), f.engine);
+  std::optional<parallel::RouterSkew> skew;
+  if (!f.router_skew.empty()) {
+    absl::StatusOr<parallel::RouterSkew> parsed = parallel::ParseRouterSkew(f.router_skew);
+    if (!parsed.ok()) {
+      std::cerr << "error: --router-skew: " << parsed.status().message() << "\n";
+      return 2;
+    }
+    skew = *parsed;
+  }
+  std::optional<ProgressBar> bar;  // created on the first callback, when the total is known
+  runtime::RankSetOptions rank_options{.model_dir = f.model.model_dir,
+                                       .ep_size = f.ep_size,
+                                       .placement_file = f.placement_file,
+                                       .threads = f.model.threads,
+                                       .progress = [&](int64_t done, int64_t total) {
+                                         if (f.model.model_dir.empty()) return;
+                                         if (!bar) bar.emplace("loading tensors", total);
+                                         bar->Update(done);
+                                       }};
+  absl::StatusOr<runtime::RankSet> rank_set = runtime::LoadRankSet(rank_options);
+  if (!rank_set.ok()) {
+    std::cerr << "error: " << rank_set.status().message() << "\n";
+    return 1;
+  }
+  if (skew) {
+    // Load-test skew: the same bias on every rank (the router is replicated).
+    for (runtime::RankModel& r : rank_set->ranks) {
+      if (absl::Status st = r.model->SetRouterSkew(*skew); !st.ok()) {
+        std::cerr << "error: --router-skew: " << st.message() << "\n";
+        return 2;
+      }
+    }
+  }
+  const std::string source =
+      f.model.model_dir.empty() ? std::string("embedded:tiny") : f.model.model_dir;
+  absl::StatusOr<std::unique_ptr<runtime::Engine>> engine = runtime::Engine::Create(
+      std::move(rank_set->ranks), tokenizer->get(), f.engine, rank_set->placement);
   if (!engine.ok()) {
     std::cerr << "error: " << engine.status().message() << "\n";
     return 1;
@@ -111,7 +146,7 @@ int RunServe(ServeFlags f) {
   ServerMetrics metrics;
   ServingContext ctx;
   ctx.engine = engine->get();
-  ctx.tokenizer = tokenizer.get();
+  ctx.tokenizer = tokenizer->get();
   ctx.metrics = &metrics;
   ctx.model_source = source;
   ctx.max_body_bytes = f.max_body_bytes;
@@ -226,6 +261,21 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->envname("MOESERVE_HTTP_MAX_CONNECTIONS")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
+  cmd->add_option("--ep-size", f.ep_size,
+                  "Expert-parallel ranks (one worker thread each on CPU); the experts of every "
+                  "layer are split between them, attention runs on each rank's own requests")
+      ->envname("MOESERVE_EP_SIZE")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  cmd->add_option("--placement", f.placement_file,
+                  "JSON expert placement (which ranks hold which experts, replicas allowed; see "
+                  "docs/expert-parallelism.md); default: contiguous split by --ep-size")
+      ->envname("MOESERVE_PLACEMENT");
+  cmd->add_option("--router-skew", f.router_skew,
+                  "Load testing only, off by default: add a bias to chosen experts' router logits "
+                  "in every layer, \"EXPERTS:BIAS\" e.g. \"0,5:2.5\" (shifts routing, and so "
+                  "the output)")
+      ->envname("MOESERVE_ROUTER_SKEW");
   cmd->callback([flags, exit_code]() { *exit_code = RunServe(*flags); });
 }
 

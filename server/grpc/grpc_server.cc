@@ -352,14 +352,26 @@ class MoeserveService final : public v1::Moeserve::CallbackService {
     mc->set_vocab_size(c.vocab_size);
     mc->set_dtype(std::string(kernels::DTypeName(c.dtype)));
     mc->set_config_json(c.ToJson());
-    // The engine exposes its world size but not yet the expert placement: with one rank that
-    // rank holds every expert; with more, only the world size is filled.
     v1::Placement* placement = out->mutable_placement();
     placement->set_world_size(ctx_->engine->world_size());
-    if (ctx_->engine->world_size() == 1) {
+    const parallel::ExpertPlacement* p = ctx_->engine->placement();
+    for (int r = 0; r < ctx_->engine->world_size(); ++r) {
       v1::RankPlacement* rank = placement->add_ranks();
-      rank->set_rank(0);
-      for (int64_t e = 0; e < c.num_local_experts; ++e) rank->add_experts(static_cast<int32_t>(e));
+      rank->set_rank(r);
+      for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
+        // World size 1 without a placement: the one rank holds every expert.
+        std::vector<int64_t> experts;
+        if (p == nullptr) {
+          for (int64_t e = 0; e < c.num_local_experts; ++e) experts.push_back(e);
+        } else {
+          experts = p->LocalExperts(r, layer);
+        }
+        v1::LayerExperts* l = rank->add_layers();
+        for (int64_t e : experts) l->add_experts(static_cast<int32_t>(e));
+        if (layer == 0) {
+          for (int64_t e : experts) rank->add_experts(static_cast<int32_t>(e));
+        }
+      }
     }
     v1::Limits* limits = out->mutable_limits();
     limits->set_max_model_len(ctx_->engine->max_model_len());

@@ -105,6 +105,30 @@ void ToStatsResponse(const runtime::EngineStats& s, v1::GetStatsResponse* out) {
     l->set_layer(static_cast<int32_t>(layer));
     l->mutable_tokens()->Add(s.expert_tokens[layer].begin(), s.expert_tokens[layer].end());
   }
+  const parallel::EpStats& ep = s.ep;
+  v1::ExpertParallelStats* eps = out->mutable_expert_parallel();
+  eps->set_world_size(ep.world_size);
+  eps->set_expert_imbalance(ep.expert_imbalance_total);
+  eps->set_expert_imbalance_last_step(ep.expert_imbalance_last_step);
+  eps->set_rank_imbalance(ep.rank_imbalance_total);
+  eps->set_rank_imbalance_last_step(ep.rank_imbalance_last_step);
+  for (size_t r = 0; r < ep.ranks.size(); ++r) {
+    const parallel::EpRankStats& rs = ep.ranks[r];
+    v1::EpRankStats* pr = eps->add_ranks();
+    pr->set_rank(rs.rank);
+    pr->set_tokens_sent(rs.tokens_sent);
+    pr->set_tokens_received(rs.tokens_received);
+    pr->set_bytes_sent(rs.bytes_sent());
+    pr->set_bytes_received(rs.bytes_received());
+    pr->set_all_to_all_seconds(rs.all_to_all_seconds);
+    if (r < ep.rank_rows_total.size()) pr->set_rows_computed(ep.rank_rows_total[r]);
+  }
+  for (size_t layer = 0; layer < ep.expert_tokens_last_step.size(); ++layer) {
+    v1::LayerExpertTokens* l = eps->add_expert_tokens_last_step();
+    l->set_layer(static_cast<int32_t>(layer));
+    l->mutable_tokens()->Add(ep.expert_tokens_last_step[layer].begin(),
+                             ep.expert_tokens_last_step[layer].end());
+  }
 }
 
 }  // namespace moeserve::server

@@ -134,6 +134,41 @@ std::string ServerMetrics::Render(const runtime::EngineStats& s) const {
                       "\"} ", s.expert_tokens[layer][expert], "\n");
     }
   }
+  // Expert parallelism: imbalance (max / mean, 1 = balanced) and per-rank traffic.
+  const parallel::EpStats& ep = s.ep;
+  Scalar("moeserve_expert_imbalance_ratio", "gauge",
+         "Max / mean tokens per expert in the worst layer, cumulative.", ep.expert_imbalance_total,
+         &out);
+  Scalar("moeserve_expert_imbalance_last_step_ratio", "gauge",
+         "Max / mean tokens per expert in the worst layer, last step.",
+         ep.expert_imbalance_last_step, &out);
+  Scalar("moeserve_rank_imbalance_ratio", "gauge",
+         "Max / mean expert rows computed per rank, cumulative.", ep.rank_imbalance_total, &out);
+  Scalar("moeserve_rank_imbalance_last_step_ratio", "gauge",
+         "Max / mean expert rows computed per rank, last step.", ep.rank_imbalance_last_step, &out);
+  struct RankFamily {
+    const char* name;
+    const char* help;
+    double (*value)(const parallel::EpRankStats&);
+  };
+  const RankFamily families[] = {
+      {"moeserve_ep_tokens_sent_total", "Dispatch rows sent to other ranks.",
+       [](const parallel::EpRankStats& r) { return static_cast<double>(r.tokens_sent); }},
+      {"moeserve_ep_tokens_received_total", "Dispatch rows received from other ranks.",
+       [](const parallel::EpRankStats& r) { return static_cast<double>(r.tokens_received); }},
+      {"moeserve_ep_bytes_sent_total", "Dispatch + combine bytes sent.",
+       [](const parallel::EpRankStats& r) { return static_cast<double>(r.bytes_sent()); }},
+      {"moeserve_ep_bytes_received_total", "Dispatch + combine bytes received.",
+       [](const parallel::EpRankStats& r) { return static_cast<double>(r.bytes_received()); }},
+      {"moeserve_ep_all_to_all_seconds_total", "Wall time in all-to-all collectives.",
+       [](const parallel::EpRankStats& r) { return r.all_to_all_seconds; }},
+  };
+  for (const RankFamily& fam : families) {
+    Header(fam.name, "counter", fam.help, &out);
+    for (const parallel::EpRankStats& r : ep.ranks) {
+      absl::StrAppend(&out, fam.name, "{rank=\"", r.rank, "\"} ", fam.value(r), "\n");
+    }
+  }
   return out;
 }
 

@@ -1,0 +1,91 @@
+#include "runtime/engine/rank_set.h"
+
+#include <algorithm>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/base/status_macros.h"
+#include "parallel/comm/in_process_communicator.h"
+#include "runtime/model/random_model.h"
+
+namespace moeserve::runtime {
+namespace {
+
+// What the workers need alive for as long as they run: the rank's model (and what backs its
+// weights), the group its communicator belongs to, and the placement the model points at.
+struct RankResources {
+  std::shared_ptr<parallel::InProcessGroup> group;
+  std::shared_ptr<const parallel::ExpertPlacement> placement;
+  std::unique_ptr<LoadedModel> loaded;
+};
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadOne(const RankSetOptions& options,
+                                                     kernels::Backend* backend,
+                                                     const ModelLoadOptions& load) {
+  if (options.model_dir.empty()) return LoadEmbeddedModel(backend, load);
+  return LoadModelDir(options.model_dir, backend, load);
+}
+
+}  // namespace
+
+absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
+  if (options.ep_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ep-size must be >= 1, got ", options.ep_size));
+  }
+  const int world = options.ep_size;
+  const int cores =
+      options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  const int threads_per_rank = std::max(1, cores / world);
+  RankSet set;
+
+  if (world == 1) {
+    RankModel r;
+    r.backend = kernels::MakeCpuBackend(options.threads);
+    ModelLoadOptions load;
+    load.progress = options.progress;
+    MOESERVE_ASSIGN_OR_RETURN(std::unique_ptr<LoadedModel> loaded,
+                              LoadOne(options, r.backend.get(), load));
+    r.model = loaded->model.get();
+    r.keep_alive = std::shared_ptr<LoadedModel>(std::move(loaded));
+    set.ranks.push_back(std::move(r));
+    return set;
+  }
+
+  // The placement's shape comes from the config, read before any weights.
+  MOESERVE_ASSIGN_OR_RETURN(const ModelConfig config, options.model_dir.empty()
+                                                          ? PresetConfig("tiny")
+                                                          : LoadModelConfig(options.model_dir));
+  absl::StatusOr<parallel::ExpertPlacement> placement =
+      options.placement_file.empty()
+          ? parallel::ExpertPlacement::Contiguous(config.num_hidden_layers,
+                                                  config.num_local_experts, world)
+          : parallel::ExpertPlacement::FromJsonFile(
+                options.placement_file, config.num_hidden_layers, config.num_local_experts, world);
+  MOESERVE_RETURN_IF_ERROR(placement.status());
+  set.placement = std::make_shared<const parallel::ExpertPlacement>(*std::move(placement));
+
+  auto group = std::make_shared<parallel::InProcessGroup>(world);
+  for (int rank = 0; rank < world; ++rank) {
+    RankModel r;
+    r.backend = kernels::MakeCpuBackend(threads_per_rank);
+    ModelLoadOptions load;
+    if (rank == 0) load.progress = options.progress;
+    load.placement = set.placement.get();
+    load.rank = rank;
+    auto resources = std::make_shared<RankResources>();
+    resources->group = group;
+    resources->placement = set.placement;
+    MOESERVE_ASSIGN_OR_RETURN(resources->loaded, LoadOne(options, r.backend.get(), load));
+    MOESERVE_RETURN_IF_ERROR(resources->loaded->model->EnableExpertParallel(
+        {.comm = group->comm(rank), .placement = set.placement.get()}));
+    r.model = resources->loaded->model.get();
+    r.comm = group->comm(rank);
+    r.keep_alive = resources;
+    set.ranks.push_back(std::move(r));
+  }
+  return set;
+}
+
+}  // namespace moeserve::runtime

@@ -1,0 +1,35 @@
+// The ranks of one engine process, ready for Engine::Create. World size 1: one model holding every
+// expert. Expert parallelism (ep_size > 1): an in-process communicator group (one worker thread
+// per rank; the CUDA/NCCL issue swaps in one GPU per rank), an ExpertPlacement, and per rank a
+// backend and a model that loaded only the experts the placement gives it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "parallel/placement/expert_placement.h"
+#include "runtime/engine/engine.h"
+#include "runtime/model/model_loader.h"
+
+namespace moeserve::runtime {
+
+struct RankSetOptions {
+  std::string model_dir;  // empty: the embedded default model
+  int ep_size = 1;        // ranks; must divide num_local_experts unless a placement file is given
+  std::string placement_file;  // JSON placement (replicas allowed); empty: contiguous split
+  int threads = 0;             // CPU threads in all (0: every core), split between the ranks
+  ProgressFn progress;         // loading progress of rank 0
+};
+
+struct RankSet {
+  std::vector<RankModel> ranks;
+  // Shared with every RankModel's keep_alive; null at world size 1.
+  std::shared_ptr<const parallel::ExpertPlacement> placement;
+};
+
+absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options);
+
+}  // namespace moeserve::runtime
