@@ -13,4 +13,16 @@ absl::Status Validate(const MatmulParams& p) {
   return absl::OkStatus();
 }
 
+MatmulParams LinearParams(const float* x, int64_t rows, const TensorView& w, float* y) {
+  MatmulParams p;
+  p.x = x;
+  p.w = w.data;
+  p.w_dtype = w.dtype;
+  p.y = y;
+  p.m_rows = rows;
+  p.n = w.dim(0);
+  p.k = w.dim(1);
+  return p;
+}
+
 }  // namespace moeserve::kernels

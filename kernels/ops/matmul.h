@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/dtype.h"
+#include "kernels/tensor.h"
 
 namespace moeserve::kernels {
 
@@ -24,5 +25,8 @@ struct MatmulParams {
 };
 
 absl::Status Validate(const MatmulParams& p);
+
+// The params of a torch.nn.Linear without bias: y [rows, n] = x [rows, k] @ w^T, w a [n, k] view.
+MatmulParams LinearParams(const float* x, int64_t rows, const TensorView& w, float* y);
 
 }  // namespace moeserve::kernels

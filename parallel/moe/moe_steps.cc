@@ -9,18 +9,6 @@
 namespace moeserve::parallel {
 namespace {
 
-kernels::MatmulParams Linear(const float* x, int64_t rows, const kernels::TensorView& w, float* y) {
-  kernels::MatmulParams p;
-  p.x = x;
-  p.w = w.data;
-  p.w_dtype = w.dtype;
-  p.y = y;
-  p.m_rows = rows;
-  p.n = w.dim(0);
-  p.k = w.dim(1);
-  return p;
-}
-
 // Uploads a host array to a fresh backend buffer.
 template <typename T>
 kernels::DeviceBuffer Upload(kernels::Backend& backend, absl::Span<const T> host) {
@@ -40,7 +28,7 @@ absl::Status RouteTokens(kernels::Backend& backend, const MoeLayerShape& shape,
   // Router logits [num_tokens, num_experts] on the backend, then top-k on the host: the
   // routing decisions are needed there to build the dispatch plan.
   kernels::DeviceBuffer logits = backend.Allocate(sizeof(float) * num_tokens * shape.num_experts);
-  backend.Matmul(Linear(x, num_tokens, gate, logits.as<float>()));
+  backend.Matmul(kernels::LinearParams(x, num_tokens, gate, logits.as<float>()));
   std::vector<float> host_logits(static_cast<size_t>(num_tokens * shape.num_experts));
   backend.CopyToHost(host_logits.data(), logits.data(), sizeof(float) * host_logits.size());
   kernels::RouterTopKParams rp;
@@ -90,11 +78,11 @@ absl::Status RunExpertGroups(kernels::Backend& backend, const MoeLayerShape& sha
                        ", whose weights this rank does not hold (placement and weights disagree)"));
     }
     const float* x = in + static_cast<int64_t>(expert_offsets[e]) * hidden;
-    backend.Matmul(Linear(x, n, w.w1, gate_buf.as<float>()));
-    backend.Matmul(Linear(x, n, w.w3, up_buf.as<float>()));
+    backend.Matmul(kernels::LinearParams(x, n, w.w1, gate_buf.as<float>()));
+    backend.Matmul(kernels::LinearParams(x, n, w.w3, up_buf.as<float>()));
     backend.SwiGlu({gate_buf.as<float>(), up_buf.as<float>(), gate_buf.as<float>(), n * inter});
-    backend.Matmul(Linear(gate_buf.as<float>(), n, w.w2,
-                          out + static_cast<int64_t>(expert_offsets[e]) * hidden));
+    backend.Matmul(kernels::LinearParams(gate_buf.as<float>(), n, w.w2,
+                                         out + static_cast<int64_t>(expert_offsets[e]) * hidden));
   }
   return absl::OkStatus();
 }

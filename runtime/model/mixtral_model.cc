@@ -10,18 +10,6 @@ namespace {
 
 using kernels::DeviceBuffer;
 
-kernels::MatmulParams Linear(const float* x, int64_t rows, const kernels::TensorView& w, float* y) {
-  kernels::MatmulParams p;
-  p.x = x;
-  p.w = w.data;
-  p.w_dtype = w.dtype;
-  p.y = y;
-  p.m_rows = rows;
-  p.n = w.dim(0);
-  p.k = w.dim(1);
-  return p;
-}
-
 kernels::RmsNormParams Norm(const float* x, int64_t rows, const kernels::TensorView& w, double eps,
                             float* out) {
   kernels::RmsNormParams p;
@@ -276,9 +264,9 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
     const LayerWeights& w = weights_.layers[l];
     // Attention block.
     be.RmsNorm(Norm(x.as<float>(), T, w.input_norm, c.rms_norm_eps, h.as<float>()));
-    be.Matmul(Linear(h.as<float>(), T, w.q_proj, q.as<float>()));
-    be.Matmul(Linear(h.as<float>(), T, w.k_proj, k.as<float>()));
-    be.Matmul(Linear(h.as<float>(), T, w.v_proj, v.as<float>()));
+    be.Matmul(kernels::LinearParams(h.as<float>(), T, w.q_proj, q.as<float>()));
+    be.Matmul(kernels::LinearParams(h.as<float>(), T, w.k_proj, k.as<float>()));
+    be.Matmul(kernels::LinearParams(h.as<float>(), T, w.v_proj, v.as<float>()));
     be.Rope({q.as<float>(), k.as<float>(), positions.as<int32_t>(), T, c.num_attention_heads,
              c.num_key_value_heads, head_dim, static_cast<float>(c.rope_theta)});
     kernels::KvWriteParams kw{k.as<float>(),
@@ -318,7 +306,7 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
       MOESERVE_RETURN_IF_ERROR(kernels::Validate(host));
     }
     be.PagedAttention(ap);
-    be.Matmul(Linear(attn.as<float>(), T, w.o_proj, branch.as<float>()));
+    be.Matmul(kernels::LinearParams(attn.as<float>(), T, w.o_proj, branch.as<float>()));
     be.AddInPlace({x.as<float>(), branch.as<float>(), T * hidden});
 
     // MoE block.
@@ -333,7 +321,7 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   be.GatherRows({x.as<float>(), logit_rows.as<int32_t>(), rows.as<float>(), R, T, hidden});
   be.RmsNorm(Norm(rows.as<float>(), R, weights_.final_norm, c.rms_norm_eps, rows.as<float>()));
   DeviceBuffer logits = be.Allocate(sizeof(float) * R * c.vocab_size);
-  be.Matmul(Linear(rows.as<float>(), R, weights_.lm_head, logits.as<float>()));
+  be.Matmul(kernels::LinearParams(rows.as<float>(), R, weights_.lm_head, logits.as<float>()));
   MOESERVE_RETURN_IF_ERROR(be.Synchronize());
 
   out->vocab = c.vocab_size;
