@@ -117,6 +117,12 @@ void HttpFrontEnd::RegisterRoutes() {
   svr.set_tcp_nodelay(true);
   // A streaming client that stops reading for this long is treated as gone.
   svr.set_write_timeout(30, 0);
+  // httplib waits keep_alive_timeout (5 s by default) for every request on a connection, the
+  // first one included, then closes it. Under a burst (1000 clients connecting at once on a busy
+  // 2-core machine) a client can take longer than that to write its request and sees its
+  // connection closed (httpx ReadError). Wait 30 s for a request and 60 s for a slow body.
+  svr.set_keep_alive_timeout(30);
+  svr.set_read_timeout(60, 0);
   // Bodies past the limit: refused from Content-Length before they are read; a chunked body is
   // cut off by httplib at the same limit (413, rewritten to 400 by the error handler below).
   svr.set_payload_max_length(static_cast<size_t>(ctx_->max_body_bytes));
