@@ -250,7 +250,6 @@ void Worker::Complete(int64_t key, RequestUpdate update, FinishReason reason) {
 void Worker::PublishSnapshot() {
   Snapshot s;
   s.running = scheduler_.num_running();
-  s.waiting = scheduler_.num_waiting();
   s.kv_blocks_used = pool_.num_used_blocks();
   s.kv_blocks_total = pool_.shape().num_blocks;
   s.preemptions = scheduler_.num_preemptions();

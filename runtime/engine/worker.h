@@ -56,14 +56,12 @@ class Worker {
   // Thread-safe snapshots, refreshed after every step.
   struct Snapshot {
     int64_t running = 0;
-    int64_t waiting = 0;
     int64_t kv_blocks_used = 0;
     int64_t kv_blocks_total = 0;
     int64_t preemptions = 0;
     std::vector<std::vector<int64_t>> expert_tokens;
   };
   Snapshot snapshot() const;
-  const KvBlockPool& pool() const { return pool_; }
   // Thread-safe: this rank's expert-load and all-to-all counters.
   parallel::EpRankStats ep_stats() const { return rank_model_.model->ep_stats(); }
 

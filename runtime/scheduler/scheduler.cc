@@ -14,7 +14,6 @@ void Scheduler::Preempt(Sequence* seq) {
   running_.erase(seq->id);
   pool_->Release(seq->kv);  // also resets kv.num_tokens: everything is recomputed on resume
   seq->status = SequenceStatus::kWaiting;
-  ++seq->num_preemptions;
   ++num_preemptions_;
   waiting_[seq->id] = seq;
 }

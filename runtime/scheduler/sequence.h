@@ -18,7 +18,6 @@ struct Sequence {
   int64_t num_prompt_tokens = 0;
   SequenceKv kv;  // kv.num_tokens = tokens whose K/V are cached (num_computed_tokens)
   SequenceStatus status = SequenceStatus::kWaiting;
-  int64_t num_preemptions = 0;
 
   int64_t num_computed_tokens() const { return kv.num_tokens; }
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
