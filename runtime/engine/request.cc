@@ -68,9 +68,24 @@ bool RequestStream::cancelled() const {
   return cancelled_;
 }
 
+void RequestStream::SetOnPush(std::function<void()> on_push) {
+  bool pending = false;
+  {
+    absl::MutexLock lock(&mu_);
+    on_push_ = on_push;
+    pending = !pending_.empty();
+  }
+  if (on_push && pending) on_push();
+}
+
 void RequestStream::Push(RequestUpdate update) {
-  absl::MutexLock lock(&mu_);
-  pending_.push_back(std::move(update));
+  std::function<void()> on_push;
+  {
+    absl::MutexLock lock(&mu_);
+    pending_.push_back(std::move(update));
+    on_push = on_push_;
+  }
+  if (on_push) on_push();
 }
 
 }  // namespace moeserve::runtime

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -75,6 +76,12 @@ class RequestStream {
   void Cancel();
   bool cancelled() const;
 
+  // Front end: `on_push` runs after every Push, on the pushing (engine) thread and outside the
+  // stream's lock, so an event-driven front end learns of new output without polling or a
+  // thread per request. It must not block (post to an event loop) and may call Next. Runs once
+  // at once when updates are already pending; null removes it.
+  void SetOnPush(std::function<void()> on_push);
+
   // Engine side.
   void Push(RequestUpdate update);
   absl::Time submitted_at() const { return submitted_at_; }
@@ -85,6 +92,7 @@ class RequestStream {
   mutable absl::Mutex mu_;
   std::deque<RequestUpdate> pending_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> on_push_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace moeserve::runtime
