@@ -136,13 +136,16 @@ absl::Status ReadMessages(const json& body, ApiRequest* r) {
     } else if (content->is_array()) {
       for (size_t k = 0; k < content->size(); ++k) {
         const json& part = (*content)[k];
-        auto text = part.is_object() ? part.find("text") : part.end();
-        if (!part.is_object() || part.value("type", "") != "text" || text == part.end() ||
-            !text->is_string()) {
+        // Checked field by field: json::value("type", "") throws when "type" is not a string.
+        const bool is_text_part = part.is_object() && part.contains("type") &&
+                                  part.at("type").is_string() &&
+                                  part.at("type").get_ref<const std::string&>() == "text" &&
+                                  part.contains("text") && part.at("text").is_string();
+        if (!is_text_part) {
           return InvalidParam("messages", absl::StrCat(field, ".content[", k,
                                                        "] must be a {\"type\": \"text\"} part"));
         }
-        msg.content += text->get<std::string>();
+        msg.content += part.at("text").get_ref<const std::string&>();
       }
     } else {
       return WrongType(field + ".content", "a string or an array of text parts", *content);
@@ -170,6 +173,41 @@ absl::Status ReadStop(const json& body, ApiRequest* r) {
   return absl::OkStatus();
 }
 
+// OpenAI fields this server does not implement. A request that uses one is refused with 400
+// naming it, never served as if the field were absent; the values that mean "not used" (echo
+// false, best_of 1, an empty logit_bias, response_format text, no tools...) are accepted.
+absl::Status RefuseUnimplemented(const json& body) {
+  struct Unimplemented {
+    const char* field;
+    bool (*unused)(const json& value);
+    const char* what;
+  };
+  static constexpr auto kEmpty = +[](const json& v) { return v.empty(); };
+  static constexpr auto kNone = +[](const json& v) { return v == "none"; };
+  static const Unimplemented kFields[] = {
+      {"echo", +[](const json& v) { return v == false; }, "echoing the prompt"},
+      {"suffix", +[](const json& v) { return v == ""; }, "text after the completion"},
+      {"best_of", +[](const json& v) { return v == 1; }, "best_of sampling"},
+      {"logit_bias", +[](const json& v) { return v.is_object() && v.empty(); }, "logit bias"},
+      {"response_format",
+       +[](const json& v) {
+         return v.is_object() && v.size() == 1 && v.value("type", json()) == "text";
+       },
+       "structured output (only {\"type\": \"text\"})"},
+      {"functions", kEmpty, "function calling"},
+      {"function_call", kNone, "function calling"},
+      {"tools", kEmpty, "tool calling"},
+      {"tool_choice", kNone, "tool calling"},
+  };
+  for (const Unimplemented& f : kFields) {
+    auto it = body.find(f.field);
+    if (it == body.end() || it->is_null() || f.unused(*it)) continue;
+    return InvalidParam(f.field, absl::StrCat(f.field, " is not supported by this server (", f.what,
+                                              "); remove it from the request"));
+  }
+  return absl::OkStatus();
+}
+
 const char* ErrorType(const absl::Status& status) {
   switch (status.code()) {
     case absl::StatusCode::kInvalidArgument:
@@ -189,18 +227,31 @@ const char* ErrorType(const absl::Status& status) {
 
 absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(std::string_view body, RequestKind kind) {
   if (!runtime::IsValidUtf8(body)) return InvalidParam("", "request body is not valid UTF-8");
-  json j = json::parse(body, /*cb=*/nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    // nlohmann's non-throwing parse gives no position; parse again for the message.
-    std::string detail;
-    try {
-      (void)json::parse(body);
-    } catch (const json::parse_error& e) {
-      detail = e.what();
+  // The callback remembers the last top-level key, so that a number that overflows a double
+  // (1e999, anywhere under that key) is reported against the field it was given for.
+  std::string top_level_key;
+  const json::parser_callback_t track_key = [&](int depth, json::parse_event_t event,
+                                                json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
+      top_level_key = parsed.get<std::string>();
     }
-    return InvalidParam("", absl::StrCat("request body is not valid JSON: ", detail));
+    return true;
+  };
+  json j;
+  try {
+    j = json::parse(body, track_key);
+  } catch (const json::out_of_range& e) {
+    // nlohmann reports "[json.exception.out_of_range.406] number overflow parsing '1e999'".
+    std::string what = e.what();
+    if (size_t end = what.find("] "); end != std::string::npos) what.erase(0, end + 2);
+    if (top_level_key.empty()) return InvalidParam("", absl::StrCat("request body: ", what));
+    return InvalidParam(top_level_key,
+                        absl::StrCat(top_level_key, " holds a number out of range (", what, ")"));
+  } catch (const json::exception& e) {
+    return InvalidParam("", absl::StrCat("request body is not valid JSON: ", e.what()));
   }
   if (!j.is_object()) return InvalidParam("", "request body must be a JSON object");
+  MOESERVE_RETURN_IF_ERROR(RefuseUnimplemented(j));
 
   OpenAiRequest out;
   ApiRequest& r = out.api;

@@ -158,5 +158,64 @@ TEST(OpenAiJsonTest, TokenTextShowsSpacesAndAsciiBytes) {
   EXPECT_EQ(TokenText(*tok, tok->PieceToId("<0x0A>")), "\n");
 }
 
+// A number past a double's range (1e999) is a 400 naming the top-level field it sits under,
+// never an exception (issue 10: these were 500s).
+TEST(ParseOpenAiRequestTest, OverflowingNumbersNameTheirField) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"prompt": "x", "max_tokens": 1e999})", "max_tokens"},
+      {R"({"prompt": "x", "temperature": -1e999})", "temperature"},
+      {R"({"prompt": [1, 1e999]})", "prompt"},
+      {R"({"prompt": "x", "stream_options": {"include_usage": 1e999}})", "stream_options"},
+  };
+  for (const auto& [body, field] : cases) {
+    absl::StatusOr<OpenAiRequest> r = ParseOpenAiRequest(body, RequestKind::kCompletion);
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << body;
+    EXPECT_EQ(ParamOf(r.status()), field) << body;
+    EXPECT_THAT(r.status().message(), HasSubstr(field));
+  }
+}
+
+TEST(ParseOpenAiRequestTest, WrongTypedContentPartsAreInvalidArgument) {
+  for (const char* content : {R"([{"type": 5, "text": "x"}])", R"([{"type": "text", "text": 5}])",
+                              R"([5])", R"([{"type": "image_url"}])"}) {
+    const std::string body =
+        std::string(R"({"messages": [{"role": "user", "content": )") + content + "}]}";
+    absl::StatusOr<OpenAiRequest> r = ParseOpenAiRequest(body, RequestKind::kChat);
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << body;
+    EXPECT_EQ(ParamOf(r.status()), "messages");
+  }
+}
+
+TEST(ParseOpenAiRequestTest, UnimplementedFieldsAreRefusedByName) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"("echo": true)", "echo"},
+      {R"("suffix": "end")", "suffix"},
+      {R"("best_of": 2)", "best_of"},
+      {R"("logit_bias": {"13": 100})", "logit_bias"},
+      {R"("logit_bias": {"99999999": 5})", "logit_bias"},
+      {R"("response_format": {"type": "json_object"})", "response_format"},
+      {R"("functions": [{"name": "f"}])", "functions"},
+      {R"("function_call": "auto")", "function_call"},
+      {R"("tools": [{"type": "function"}])", "tools"},
+      {R"("tool_choice": "auto")", "tool_choice"},
+  };
+  for (const auto& [field_json, field] : cases) {
+    const std::string body = std::string(R"({"prompt": "x", )") + field_json + "}";
+    absl::StatusOr<OpenAiRequest> r = ParseOpenAiRequest(body, RequestKind::kCompletion);
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_EQ(ParamOf(r.status()), field);
+    EXPECT_THAT(r.status().message(), HasSubstr("not supported"));
+  }
+  // The values that mean "not used" are accepted.
+  absl::StatusOr<OpenAiRequest> r = ParseOpenAiRequest(
+      R"({"prompt": "x", "echo": false, "suffix": null, "best_of": 1, "logit_bias": {},
+          "response_format": {"type": "text"}, "functions": [], "function_call": "none",
+          "tools": [], "tool_choice": "none"})",
+      RequestKind::kCompletion);
+  EXPECT_TRUE(r.ok()) << r.status();
+}
+
 }  // namespace
 }  // namespace moeserve::server::api
