@@ -1,9 +1,13 @@
 // moeserve serve: the daemon. Loads the model (embedded tiny model unless --model), starts the
 // engine, the OpenAI-compatible HTTP front end and the gRPC front end, and serves until SIGTERM /
-// SIGINT; then stops admission (new requests get 503 / UNAVAILABLE), lets in-flight requests
-// finish within --drain-timeout, and exits 0.
+// SIGINT / SIGHUP; then stops admission (new requests get 503 / UNAVAILABLE), lets in-flight
+// requests finish within --drain-timeout, ends what is left (HTTP streams with an error event,
+// other calls with 503 / UNAVAILABLE) and exits 0. A second signal during the drain ends it at
+// once.
 #include <pthread.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -39,6 +43,7 @@ struct ServeFlags {
   int64_t max_body_bytes = int64_t{4} << 20;
   double drain_timeout_s = 30;
   int http_max_connections = 2048;
+  int http_io_threads = 2;
   int ep_size = 1;
   std::string placement_file;
   std::string router_skew;
@@ -73,6 +78,7 @@ std::string DescribeConfig(const ServeFlags& f, const std::string& served_name, 
     << "kv_cache_bytes = " << f.engine.kv_cache_bytes << "\n"
     << "max_body_bytes = " << f.max_body_bytes << "\n"
     << "http_max_connections = " << f.http_max_connections << "\n"
+    << "http_io_threads = " << f.http_io_threads << "\n"
     << "drain_timeout_s = " << f.drain_timeout_s << "\n"
     << "ep_size = " << f.ep_size << "\n"
     << "placement = " << (f.placement_file.empty() ? "(contiguous)" : f.placement_file) << "\n"
@@ -80,15 +86,36 @@ std::string DescribeConfig(const ServeFlags& f, const std::string& served_name, 
   return s.str();
 }
 
+const char* SignalName(int sig) {
+  switch (sig) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGHUP:
+      return "SIGHUP";
+    default:
+      return "signal";
+  }
+}
+
 int RunServe(ServeFlags f) {
   // Block the shutdown signals in every thread (threads inherit the mask): the main thread takes
-  // them synchronously with sigwait below, so no handler runs in an arbitrary thread.
+  // them synchronously with sigwait below, so no handler runs in an arbitrary thread. SIGHUP
+  // (a closed terminal, `systemctl reload` without ExecReload) drains like SIGTERM: there is no
+  // configuration to reload, and its default action would kill the process without a drain.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a client that hung up makes writes fail, not the process die
+  // Every HTTP connection and gRPC stream holds a file descriptor: allow as many as the hard limit.
+  if (rlimit files; getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   f.engine.kv_block_size = f.model.kv_block_size;
   f.engine.kv_blocks = f.model.kv_blocks;
@@ -154,7 +181,10 @@ int RunServe(ServeFlags f) {
       f.served_model_name.empty() ? DefaultServedName(f.model) : f.served_model_name;
   ctx.limits.max_model_len = (*engine)->max_model_len();
 
-  HttpFrontEnd http(&ctx, {f.host, f.port, f.http_max_connections});
+  HttpFrontEnd http(&ctx, {.host = f.host,
+                           .port = f.port,
+                           .max_connections = f.http_max_connections,
+                           .io_threads = f.http_io_threads});
   if (absl::Status st = http.Start(); !st.ok()) {
     std::cerr << "error: " << st.message() << "\n";
     return 1;
@@ -172,23 +202,40 @@ int RunServe(ServeFlags f) {
 
   int sig = 0;
   sigwait(&signals, &sig);
-  spdlog::info("{}: draining (at most {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+  spdlog::info("{}: draining (at most {} s; a second signal stops at once)", SignalName(sig),
                f.drain_timeout_s);
   const absl::Time deadline = absl::Now() + absl::Seconds(f.drain_timeout_s);
   ctx.draining.store(true);
   grpc.SetNotServing();
   (*engine)->StopAdmission();
-  bool drained = (*engine)->WaitUntilIdle(deadline - absl::Now());
-  // The engine is idle; let the front ends write the last chunks of what it finished.
-  while (ctx.active_calls.load() > 0 && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(10));
+  // Wait for the engine to finish what it admitted and the front ends to write the last chunks,
+  // watching for a second signal.
+  bool drained = false;
+  bool forced = false;
+  for (;;) {
+    if ((*engine)->WaitUntilIdle(absl::ZeroDuration()) && ctx.active_calls.load() == 0) {
+      drained = true;
+      break;
+    }
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) break;
+    const timespec wait = absl::ToTimespec(std::min(left, absl::Milliseconds(20)));
+    if (int again = sigtimedwait(&signals, nullptr, &wait); again > 0) {
+      spdlog::warn("{} during the drain: stopping now", SignalName(again));
+      forced = true;
+      break;
+    }
   }
-  drained = drained && ctx.active_calls.load() == 0;
   if (!drained) {
-    spdlog::warn("drain timeout: {} calls still open are cancelled", ctx.active_calls.load());
+    spdlog::warn("{}: {} calls still open are ended", forced ? "stopping" : "drain timeout",
+                 ctx.active_calls.load());
   }
+  // HTTP first: it ends open streams with an error event and open calls with 503, cancelling
+  // their engine requests; then gRPC cancels its own calls.
+  http.Stop(forced ? "the server is stopping now (a second signal arrived during the drain)"
+                   : absl::StrCat("the server is shutting down: the drain (--drain-timeout=",
+                                  f.drain_timeout_s, " s) ended before this request"));
   grpc.Stop(absl::Milliseconds(100));
-  http.Stop();
   engine->reset();  // cancels what is left and joins the workers
   spdlog::info("stopped{}", drained ? "" : " (drain timed out)");
   return 0;
@@ -252,14 +299,21 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--drain-timeout", f.drain_timeout_s,
-                  "Seconds to let in-flight requests finish after SIGTERM / SIGINT")
+                  "Seconds to let in-flight requests finish after SIGTERM / SIGINT / SIGHUP; "
+                  "then HTTP streams end with an error event, other calls with 503")
       ->envname("MOESERVE_DRAIN_TIMEOUT")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--http-max-connections", f.http_max_connections,
-                  "Open HTTP connections served at once (one thread each)")
+                  "Open HTTP connections; past it the oldest one with no request in flight is "
+                  "closed to make room, and when all have one a new connection gets 503")
       ->envname("MOESERVE_HTTP_MAX_CONNECTIONS")
-      ->check(CLI::Range(1, 65536))
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--http-io-threads", f.http_io_threads,
+                  "Threads running the HTTP event loop (connections and streams cost none)")
+      ->envname("MOESERVE_HTTP_IO_THREADS")
+      ->check(CLI::Range(1, 256))
       ->capture_default_str();
   cmd->add_option("--ep-size", f.ep_size,
                   "Expert-parallel ranks (one worker thread each on CPU); the experts of every "
