@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libabsl-dev libspdlog-dev libfmt-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
-  libsentencepiece-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libboost-dev
+  libsentencepiece-dev nlohmann-json3-dev libcli11-dev libboost-dev
   libgtest-dev libgmock-dev clang-format-14
   # tests/e2e (part of tools/test.sh): tools/e2e-venv.sh makes a venv and pip-installs the clients
   python3 python3-venv

@@ -4,7 +4,7 @@
 // token, inter-token latency, end-to-end latency); the engine's counters, gauges and per-expert
 // token counts are read from Engine::Stats() at scrape time. We write the text format ourselves
 // rather than link prometheus-cpp: its Debian package pulls in civetweb and libcurl for an
-// exposer we do not need (cpp-httplib serves /metrics), and the format is a few lines per family.
+// exposer we do not need (server/http serves /metrics), and the format is a few lines per family.
 //
 // Thread-safe: every method may be called from any front-end thread.
 #pragma once
