@@ -102,13 +102,17 @@ const char* SignalName(int sig) {
 int RunServe(ServeFlags f) {
   // Block the shutdown signals in every thread (threads inherit the mask): the main thread takes
   // them synchronously with sigwait below, so no handler runs in an arbitrary thread. SIGHUP
-  // (a closed terminal, `systemctl reload` without ExecReload) drains like SIGTERM: there is no
-  // configuration to reload, and its default action would kill the process without a drain.
+  // (a closed terminal, `kill -HUP`) drains like SIGTERM: there is no configuration to reload,
+  // and its default action would kill the process without a drain. Under `nohup` (SIGHUP
+  // ignored) it stays ignored: a blocked signal would be queued for sigwait even if ignored.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
+  struct sigaction hup {};
+  if (sigaction(SIGHUP, nullptr, &hup) == 0 && hup.sa_handler != SIG_IGN) {
+    sigaddset(&signals, SIGHUP);
+  }
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a client that hung up makes writes fail, not the process die
   // Every HTTP connection and gRPC stream holds a file descriptor: allow as many as the hard limit.
