@@ -191,6 +191,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnWrite(beast::error_code ec);
   void AfterResponse();
   void ArmDeadline(absl::Duration d);
+  void CancelDeadline() {
+    ++deadline_seq_;
+    deadline_.cancel();
+  }
   void CloseAfterLinger();
   void Linger();
   void Close();
@@ -206,6 +210,7 @@ class Session : public std::enable_shared_from_this<Session> {
   ServingContext* const ctx_;
   tcp::socket socket_;          // its executor is the connection's strand
   net::steady_timer deadline_;  // header, body or write timeout: closes the connection
+  uint64_t deadline_seq_ = 0;   // bumped by ArmDeadline and CancelDeadline
   net::steady_timer probe_;     // liveness probe while a call is in flight
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -234,9 +239,12 @@ Session::~Session() {
 }
 
 void Session::ArmDeadline(absl::Duration d) {
+  // A deadline that fired just as its operation completed may still have its handler queued
+  // after cancel(); the sequence number makes that stale handler a no-op.
+  const uint64_t armed = ++deadline_seq_;
   deadline_.expires_after(ToChrono(d));
-  deadline_.async_wait([self = shared_from_this()](beast::error_code ec) {
-    if (ec == net::error::operation_aborted) return;
+  deadline_.async_wait([self = shared_from_this(), armed](beast::error_code ec) {
+    if (ec == net::error::operation_aborted || armed != self->deadline_seq_) return;
     self->Close();  // pending reads and writes end with operation_aborted
   });
 }
@@ -255,7 +263,7 @@ void Session::ReadHeader() {
 }
 
 void Session::OnHeader(beast::error_code ec) {
-  deadline_.cancel();
+  CancelDeadline();
   if (closed_) return;
   if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
       ec == net::error::eof || ec == net::error::operation_aborted ||
@@ -343,7 +351,7 @@ void Session::ReadBody() {
 }
 
 void Session::OnBody(beast::error_code ec) {
-  deadline_.cancel();
+  CancelDeadline();
   if (closed_) return;
   if (ec == http::error::body_limit) {
     ctx_->metrics->CountRequest("http", endpoint_, "400");
@@ -565,7 +573,7 @@ void Session::StartWrite() {
 
 void Session::OnWrite(beast::error_code ec) {
   write_in_flight_ = false;
-  deadline_.cancel();
+  CancelDeadline();
   if (closed_) return;
   if (ec) return Close();  // client gone or too slow: Close cancels a call in flight
   if (!queued_.empty()) return StartWrite();
@@ -616,7 +624,7 @@ void Session::Close() {
     EndCall(499);
   }
   ReleaseActive();
-  deadline_.cancel();
+  CancelDeadline();
   probe_.cancel();
   beast::error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
