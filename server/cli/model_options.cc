@@ -31,7 +31,7 @@ void ModelOptions::AddTo(CLI::App& cmd) {
       ->check(CLI::NonNegativeNumber);
   cmd.add_option("--check-weights", check_weights,
                  "Scan checkpoint weights for NaN/Inf at load: warn = every tensor but the "
-                 "experts' (~4% of Mixtral's bytes), a warning per bad tensor; full = every "
+                 "experts' (~3.5% of Mixtral's bytes), a warning per bad tensor; full = every "
                  "tensor, a bad one is an error; off")
       ->envname("MOESERVE_CHECK_WEIGHTS")
       ->check(CLI::IsMember({"off", "warn", "full"}))
