@@ -27,6 +27,10 @@ absl::Status ReadInt(const json& j, const std::string& source, const char* field
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": ", field, " must be an integer, got ", it->dump()));
   }
+  if (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t{INT64_MAX}) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": ", field, "=", it->dump(), " is out of range"));
+  }
   *out = it->get<int64_t>();
   return absl::OkStatus();
 }

@@ -176,7 +176,7 @@ TEST(ModelConfigTest, AbsurdSizesAreRefusedNamingTheField) {
        "num_attention_heads"},
       {R"("head_dim": 1048576)", "head_dim"},
       {R"("max_position_embeddings": 1099511627776)", "max_position_embeddings"},
-      {R"("num_hidden_layers": 18446744073709551615)", "num_hidden_layers"},
+      {R"("num_hidden_layers": 18446744073709551615)", "num_hidden_layers=18446744073709551615"},
       {R"("bos_token_id": 4294967297)", "bos_token_id"},
       {R"("eos_token_id": [4294967298])", "eos_token_id"},
       {R"("rms_norm_eps": 1e999)", "config.json"},  // number overflow in the JSON itself
