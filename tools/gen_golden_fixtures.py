@@ -133,6 +133,29 @@ FIXTURES = [
         tie_word_embeddings=False,
         shards=1,
     ),
+    dict(
+        # config.json written by transformers itself (MixtralConfig.save_pretrained), in the
+        # transformers-5 layout: "rope_parameters": {"rope_theta", "rope_type"} and no top-level
+        # "rope_theta". The non-default theta makes an engine that misses it (and falls back to
+        # Mixtral's 1e6) fail the logits comparison.
+        name="fp32_rope_params",
+        dtype="float32",
+        seed=5005,
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        num_hidden_layers=2,
+        num_local_experts=8,
+        intermediate_size=96,
+        vocab_size=256,
+        rope_theta=5e5,
+        sliding_window=None,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        shards=1,
+        config_writer="transformers",
+    ),
 ]
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -189,7 +212,42 @@ def make_weights(fx: dict) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v).to(dt).contiguous() for k, v in w.items()}
 
 
+def write_config_with_transformers(fx: dict, path: str) -> dict:
+    """config.json exactly as the installed transformers writes it (MixtralConfig.save_pretrained),
+    with the theta given as rope_parameters (transformers 5's layout)."""
+    from transformers import MixtralConfig
+
+    cfg = MixtralConfig(
+        architectures=["MixtralForCausalLM"],
+        hidden_size=fx["hidden_size"],
+        intermediate_size=fx["intermediate_size"],
+        num_hidden_layers=fx["num_hidden_layers"],
+        num_attention_heads=fx["num_attention_heads"],
+        num_key_value_heads=fx["num_key_value_heads"],
+        head_dim=fx["head_dim"],
+        num_local_experts=fx["num_local_experts"],
+        num_experts_per_tok=2,
+        vocab_size=fx["vocab_size"],
+        rms_norm_eps=fx["rms_norm_eps"],
+        sliding_window=fx["sliding_window"],
+        tie_word_embeddings=fx["tie_word_embeddings"],
+        rope_parameters={"rope_type": "default", "rope_theta": fx["rope_theta"]},
+        dtype=fx["dtype"],
+    )
+    outdir = os.path.dirname(path)
+    cfg.save_pretrained(outdir)
+    with open(path) as f:
+        written = json.load(f)
+    # The point of this fixture: theta only inside rope_parameters.
+    if "rope_theta" in written or written.get("rope_parameters", {}).get("rope_theta") != fx["rope_theta"]:
+        fail(f"{fx['name']}: transformers {transformers.__version__} did not write the rope_parameters "
+             f"layout: {written}")
+    return written
+
+
 def write_config(fx: dict, path: str) -> dict:
+    if fx.get("config_writer") == "transformers":
+        return write_config_with_transformers(fx, path)
     cfg = {
         "architectures": ["MixtralForCausalLM"],
         "model_type": "mixtral",

@@ -1,6 +1,7 @@
 // ExpertPlacement <-> JSON (the format is documented in expert_placement.h). Kept apart from
 // expert_placement.cc so that builds without nlohmann_json (MOESERVE_KERNELS_ONLY on a bare GPU
 // machine) still get the placement itself.
+#include <climits>
 #include <fstream>
 #include <sstream>
 
@@ -34,6 +35,14 @@ absl::StatusOr<std::vector<std::vector<int>>> ParseLayer(const json& j, int64_t 
         return absl::InvalidArgumentError(
             absl::StrCat(where, "[", e, "]: rank ", r.dump(), " is not an integer"));
       }
+      // Range-checked before narrowing, so 2^32 + 1 does not become rank 1.
+      const bool fits = r.is_number_unsigned()
+                            ? r.get<uint64_t>() <= uint64_t{INT_MAX}
+                            : (r.get<int64_t>() >= INT_MIN && r.get<int64_t>() <= INT_MAX);
+      if (!fits) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "[", e, "]: rank ", r.dump(), " is not a rank"));
+      }
       holders.push_back(r.get<int>());
     }
     layer.push_back(std::move(holders));
@@ -41,17 +50,10 @@ absl::StatusOr<std::vector<std::vector<int>>> ParseLayer(const json& j, int64_t 
   return layer;
 }
 
-}  // namespace
-
-absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& text,
-                                                          int64_t num_layers, int64_t num_experts,
-                                                          int ep_size, const std::string& source) {
-  json doc;
-  try {
-    doc = json::parse(text);
-  } catch (const json::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON: ", e.what()));
-  }
+// FromJson after parsing; may throw json::exception (FromJson turns it into a Status).
+absl::StatusOr<ExpertPlacement> FromParsedJson(const json& doc, int64_t num_layers,
+                                               int64_t num_experts, int ep_size,
+                                               const std::string& source) {
   if (!doc.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": expected a JSON object"));
   }
@@ -108,12 +110,32 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& tex
           source, ": layer ", l, " has no placement (give \"experts\" for all layers)"));
     }
   }
-  auto placement = FromTable(ep_size, std::move(table));
+  auto placement = ExpertPlacement::FromTable(ep_size, std::move(table));
   if (!placement.ok()) {
     return absl::Status(placement.status().code(),
                         absl::StrCat(source, ": ", std::string(placement.status().message())));
   }
   return placement;
+}
+
+}  // namespace
+
+absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJson(const std::string& text,
+                                                          int64_t num_layers, int64_t num_experts,
+                                                          int ep_size, const std::string& source) {
+  // nlohmann reports problems as exceptions, not only parse_error (1e999 is out_of_range); every
+  // one becomes a Status naming the file.
+  json doc;
+  try {
+    doc = json::parse(text);
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON: ", e.what()));
+  }
+  try {
+    return FromParsedJson(doc, num_layers, num_experts, ep_size, source);
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", e.what()));
+  }
 }
 
 absl::StatusOr<ExpertPlacement> ExpertPlacement::FromJsonFile(const std::string& path,

@@ -1,5 +1,8 @@
 #include "runtime/config/model_config.h"
 
+#include <algorithm>
+#include <climits>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -23,6 +26,10 @@ absl::Status ReadInt(const json& j, const std::string& source, const char* field
   if (!it->is_number_integer()) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": ", field, " must be an integer, got ", it->dump()));
+  }
+  if (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t{INT64_MAX}) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": ", field, "=", it->dump(), " is out of range"));
   }
   *out = it->get<int64_t>();
   return absl::OkStatus();
@@ -50,7 +57,142 @@ absl::Status ReadTokenId(const json& j, const std::string& source, const char* f
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": ", field, " must be an integer, got ", it->dump()));
   }
-  *out = v->get<int32_t>();
+  // Range-checked before narrowing: 2^32 + 1 must not become token 1.
+  if (v->is_number_unsigned() ? v->get<uint64_t>() > uint64_t{INT32_MAX}
+                              : (v->get<int64_t>() < 0 || v->get<int64_t>() > INT32_MAX)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": ", field, "=", v->dump(), " is not a token id"));
+  }
+  *out = static_cast<int32_t>(v->get<int64_t>());
+  return absl::OkStatus();
+}
+
+// The field is absent, null or equal to `neutral` (a value that leaves the Mixtral math as is).
+bool AbsentOr(const json& j, const char* field, const json& neutral) {
+  auto it = j.find(field);
+  return it == j.end() || it->is_null() || *it == neutral;
+}
+
+absl::Status Unsupported(const std::string& source, const char* field, const json& value,
+                         const std::string& why) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", field, "=", value.dump(),
+                                                 " is not supported (", why,
+                                                 "); see docs/checkpoints.md"));
+}
+
+// Fields that change the forward pass and that moeserve does not implement. A config that sets
+// one to anything but its neutral value is refused: running it "approximately" would generate
+// plausible but wrong text. Unknown fields are otherwise ignored (HF configs carry much
+// bookkeeping); docs/checkpoints.md lists what is read, ignored and refused.
+absl::Status CheckUnsupportedFields(const json& j, const std::string& source) {
+  if (auto it = j.find("architectures"); it != j.end() && !it->is_null()) {
+    const bool ok = it->is_array() && std::any_of(it->begin(), it->end(), [](const json& a) {
+                      return a == "MixtralForCausalLM";
+                    });
+    if (!ok) {
+      return Unsupported(source, "architectures", *it,
+                         "moeserve runs MixtralForCausalLM: a language-model head over the "
+                         "Mixtral decoder");
+    }
+  }
+  if (auto it = j.find("hidden_act"); it != j.end() && !it->is_null()) {
+    if (!(*it == "silu" || *it == "swish")) {  // the same function under two names in HF
+      return Unsupported(source, "hidden_act", *it, "experts compute silu(w1 x) * (w3 x)");
+    }
+  }
+  struct Neutral {
+    const char* field;
+    json value;
+    const char* why;
+  };
+  const Neutral neutral_fields[] = {
+      {"attention_bias", false, "attention projections have no bias"},
+      {"mlp_bias", false, "expert projections have no bias"},
+      {"partial_rotary_factor", 1.0, "RoPE rotates the whole head_dim"},
+      {"norm_topk_prob", true, "the top-k router weights are renormalised to sum to 1"},
+      {"use_sliding_window", false, "the window is sliding_window, on every layer"},
+      {"final_logit_softcapping", nullptr, "logits are not soft-capped"},
+      {"attn_logit_softcapping", nullptr, "attention scores are not soft-capped"},
+      {"embedding_multiplier", 1.0, "embeddings are not scaled"},
+      {"residual_multiplier", 1.0, "residuals are not scaled"},
+      {"attention_multiplier", nullptr, "attention scale is head_dim^-0.5"},
+      {"logits_scaling", 1.0, "logits are not scaled"},
+  };
+  for (const Neutral& n : neutral_fields) {
+    if (!AbsentOr(j, n.field, n.value)) return Unsupported(source, n.field, j[n.field], n.why);
+  }
+  for (const char* field : {"quantization_config", "compression_config"}) {
+    if (!AbsentOr(j, field, nullptr)) {
+      return Unsupported(source, field, j[field],
+                         "weights are read as F32/BF16/F16 tensors, not quantized ones");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// rope_type of a rope_parameters / rope_scaling object ("type" in older files); "default" when
+// absent.
+absl::StatusOr<std::string> RopeType(const json& params, const std::string& source,
+                                     const char* where) {
+  for (const char* key : {"rope_type", "type"}) {
+    auto it = params.find(key);
+    if (it == params.end() || it->is_null()) continue;
+    if (!it->is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": ", where, ".", key, " must be a string, got ", it->dump()));
+    }
+    return it->get<std::string>();
+  }
+  return std::string("default");
+}
+
+// RoPE base frequency from any of the layouts Hugging Face has written:
+//   transformers < 4.45  top-level "rope_theta", optional "rope_scaling" ({"type": ...} or null)
+//   transformers 4.45+   top-level "rope_theta", "rope_scaling": {"rope_type": ...}
+//   transformers 5       "rope_parameters": {"rope_theta": ..., "rope_type": "default"}
+// Only the default (unscaled) RoPE is implemented; any scaling type is refused. Mixtral's
+// default theta (1e6) applies when no layout gives one.
+absl::Status ReadRope(const json& j, const std::string& source, double* theta) {
+  std::optional<double> found;
+  std::string found_in;
+  auto take = [&](const json& holder, const std::string& where) -> absl::Status {
+    auto it = holder.find("rope_theta");
+    if (it == holder.end() || it->is_null()) return absl::OkStatus();
+    if (!it->is_number()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": ", where, " must be a number, got ", it->dump()));
+    }
+    const double value = it->get<double>();
+    if (found && *found != value) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", where, "=", it->dump(),
+                                                     " disagrees with ", found_in, "=", *found));
+    }
+    found = value;
+    found_in = where;
+    return absl::OkStatus();
+  };
+  MOESERVE_RETURN_IF_ERROR(take(j, "rope_theta"));
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": ", key, " must be an object or null, got ", it->dump()));
+    }
+    MOESERVE_ASSIGN_OR_RETURN(const std::string type, RopeType(*it, source, key));
+    if (type != "default") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": ", key, " has rope_type \"", type,
+          "\", which is not supported (only the default, unscaled RoPE is implemented; "
+          "see docs/checkpoints.md)"));
+    }
+    if (!AbsentOr(*it, "partial_rotary_factor", 1.0)) {
+      return Unsupported(source, "partial_rotary_factor", (*it)["partial_rotary_factor"],
+                         "RoPE rotates the whole head_dim");
+    }
+    MOESERVE_RETURN_IF_ERROR(take(*it, absl::StrCat(key, ".rope_theta")));
+  }
+  if (found) *theta = *found;
   return absl::OkStatus();
 }
 
@@ -71,6 +213,24 @@ absl::Status ModelConfig::Validate() const {
   MOESERVE_RETURN_IF_ERROR(positive("num_experts_per_tok", num_experts_per_tok));
   MOESERVE_RETURN_IF_ERROR(positive("max_position_embeddings", max_position_embeddings));
   MOESERVE_RETURN_IF_ERROR(positive("vocab_size", vocab_size));
+  // Upper bounds, checked before anything is sized from the config: far above any published
+  // model (Mixtral-8x22B: hidden 6144, 56 layers, 8 experts, vocab 32768), far below what would
+  // overflow the byte counts (every product of these stays under 2^63) or exhaust memory just
+  // by listing the tensors.
+  auto at_most = [](const char* field, int64_t v, int64_t limit) -> absl::Status {
+    if (v <= limit) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: ", field, "=", v, " exceeds the limit of ", limit));
+  };
+  MOESERVE_RETURN_IF_ERROR(at_most("hidden_size", hidden_size, kMaxHiddenSize));
+  MOESERVE_RETURN_IF_ERROR(at_most("intermediate_size", intermediate_size, kMaxIntermediateSize));
+  MOESERVE_RETURN_IF_ERROR(at_most("num_hidden_layers", num_hidden_layers, kMaxLayers));
+  MOESERVE_RETURN_IF_ERROR(at_most("num_attention_heads", num_attention_heads, kMaxHeads));
+  MOESERVE_RETURN_IF_ERROR(at_most("head_dim", head_dim, kMaxHeadDim));
+  MOESERVE_RETURN_IF_ERROR(at_most("num_local_experts", num_local_experts, kMaxExperts));
+  MOESERVE_RETURN_IF_ERROR(at_most("vocab_size", vocab_size, kMaxVocabSize));
+  MOESERVE_RETURN_IF_ERROR(
+      at_most("max_position_embeddings", max_position_embeddings, kMaxPositionEmbeddings));
   if (num_attention_heads % num_key_value_heads != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("config: num_attention_heads=", num_attention_heads,
@@ -85,13 +245,13 @@ absl::Status ModelConfig::Validate() const {
         absl::StrCat("config: num_experts_per_tok=", num_experts_per_tok,
                      " exceeds num_local_experts=", num_local_experts));
   }
-  if (!(rope_theta > 0)) {
+  if (!(rope_theta > 0) || !std::isfinite(rope_theta)) {
     return absl::InvalidArgumentError(
         absl::StrCat("config: rope_theta=", rope_theta, " must be > 0"));
   }
-  if (!(rms_norm_eps > 0)) {
+  if (!(rms_norm_eps > 0) || !std::isfinite(rms_norm_eps)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("config: rms_norm_eps=", rms_norm_eps, " must be > 0"));
+        absl::StrCat("config: rms_norm_eps=", rms_norm_eps, " must be a finite number > 0"));
   }
   if (sliding_window && *sliding_window <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("config: sliding_window=", *sliding_window,
@@ -106,12 +266,9 @@ absl::Status ModelConfig::Validate() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
-                                             const std::string& source) {
-  json j = json::parse(json_text.begin(), json_text.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
-  }
+namespace {
+
+absl::StatusOr<ModelConfig> ParseModelConfigJson(const json& j, const std::string& source) {
   if (!j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": expected a JSON object"));
   }
@@ -119,6 +276,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
     return absl::InvalidArgumentError(absl::StrCat(source, ": model_type is ", it->dump(),
                                                    ", expected \"mixtral\" (MixtralForCausalLM)"));
   }
+  MOESERVE_RETURN_IF_ERROR(CheckUnsupportedFields(j, source));
   ModelConfig c;
   MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "hidden_size", true, &c.hidden_size));
   MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "intermediate_size", true, &c.intermediate_size));
@@ -131,7 +289,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
   MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "head_dim", false, &c.head_dim));
   MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "num_local_experts", true, &c.num_local_experts));
   MOESERVE_RETURN_IF_ERROR(ReadInt(j, source, "num_experts_per_tok", true, &c.num_experts_per_tok));
-  MOESERVE_RETURN_IF_ERROR(ReadDouble(j, source, "rope_theta", &c.rope_theta));
+  MOESERVE_RETURN_IF_ERROR(ReadRope(j, source, &c.rope_theta));
   MOESERVE_RETURN_IF_ERROR(ReadDouble(j, source, "rms_norm_eps", &c.rms_norm_eps));
   MOESERVE_RETURN_IF_ERROR(
       ReadInt(j, source, "max_position_embeddings", false, &c.max_position_embeddings));
@@ -169,6 +327,25 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", std::string(st.message())));
   }
   return c;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
+                                             const std::string& source) {
+  // nlohmann reports problems as exceptions (a number that overflows a double is out_of_range,
+  // not parse_error); every one of them becomes a Status naming the file.
+  try {
+    json j;
+    try {
+      j = json::parse(json_text.begin(), json_text.end());
+    } catch (const json::exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON: ", e.what()));
+    }
+    return ParseModelConfigJson(j, source);
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", e.what()));
+  }
 }
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {

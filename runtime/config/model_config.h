@@ -11,6 +11,17 @@
 
 namespace moeserve::runtime {
 
+// Upper bounds Validate enforces (docs/checkpoints.md): far above published models, low enough
+// that a hostile config.json cannot make the loader allocate without bound.
+inline constexpr int64_t kMaxHiddenSize = 65536;
+inline constexpr int64_t kMaxIntermediateSize = int64_t{1} << 20;
+inline constexpr int64_t kMaxLayers = 1024;
+inline constexpr int64_t kMaxHeads = 1024;
+inline constexpr int64_t kMaxHeadDim = 1024;
+inline constexpr int64_t kMaxExperts = 1024;
+inline constexpr int64_t kMaxVocabSize = int64_t{1} << 24;
+inline constexpr int64_t kMaxPositionEmbeddings = int64_t{1} << 24;
+
 struct ModelConfig {
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 14336;  // per expert
@@ -20,6 +31,7 @@ struct ModelConfig {
   int64_t head_dim = 128;  // config "head_dim" when present, else hidden_size / num_attention_heads
   int64_t num_local_experts = 8;
   int64_t num_experts_per_tok = 2;
+  // RoPE base; read from "rope_theta" or "rope_parameters"/"rope_scaling" (default type only).
   double rope_theta = 1e6;
   double rms_norm_eps = 1e-5;
   std::optional<int64_t> sliding_window;  // null in config.json: full attention

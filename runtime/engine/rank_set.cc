@@ -34,6 +34,14 @@ absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("--ep-size must be >= 1, got ", options.ep_size));
   }
+  if (options.ep_size == 1 && !options.placement_file.empty()) {
+    // A placement only places experts over several ranks; ignoring it would leave the user
+    // believing it took effect.
+    return absl::InvalidArgumentError(
+        absl::StrCat("--placement ", options.placement_file,
+                     " needs --ep-size > 1 (with one rank every expert is local); give the "
+                     "--ep-size the placement was written for, or drop --placement"));
+  }
   const int world = options.ep_size;
   const int cores =
       options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
@@ -45,6 +53,7 @@ absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
     r.backend = kernels::MakeCpuBackend(options.threads);
     ModelLoadOptions load;
     load.progress = options.progress;
+    load.weight_check = options.weight_check;
     MOESERVE_ASSIGN_OR_RETURN(std::unique_ptr<LoadedModel> loaded,
                               LoadOne(options, r.backend.get(), load));
     r.model = loaded->model.get();
@@ -72,6 +81,7 @@ absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
     r.backend = kernels::MakeCpuBackend(threads_per_rank);
     ModelLoadOptions load;
     if (rank == 0) load.progress = options.progress;
+    load.weight_check = options.weight_check;
     load.placement = set.placement.get();
     load.rank = rank;
     auto resources = std::make_shared<RankResources>();

@@ -19,9 +19,11 @@ namespace moeserve::runtime {
 struct RankSetOptions {
   std::string model_dir;  // empty: the embedded default model
   int ep_size = 1;        // ranks; must divide num_local_experts unless a placement file is given
-  std::string placement_file;  // JSON placement (replicas allowed); empty: contiguous split
-  int threads = 0;             // CPU threads in all (0: every core), split between the ranks
-  ProgressFn progress;         // loading progress of rank 0
+  // JSON placement (replicas allowed); empty: contiguous split. Requires ep_size > 1.
+  std::string placement_file;
+  int threads = 0;      // CPU threads in all (0: every core), split between the ranks
+  ProgressFn progress;  // loading progress of rank 0
+  WeightCheck weight_check = WeightCheck::kWarn;  // NaN / Inf scan (--check-weights)
 };
 
 struct RankSet {

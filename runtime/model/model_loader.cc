@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
+#include "runtime/model/weight_names.h"
+#include "spdlog/spdlog.h"
 
 namespace moeserve::runtime {
 namespace {
@@ -22,6 +24,48 @@ absl::Status CheckPlacement(const ModelConfig& config, const ModelLoadOptions& o
         absl::StrCat("rank ", options.rank, " is outside [0, ", p->world_size(), ")"));
   }
   return absl::OkStatus();
+}
+
+// The config's sizes against the checkpoint's tensor list, before anything is sized from them:
+// the last layer and the last expert must exist, and there must be at least as many tensors as
+// the config implies. Reads only names (an index, or the headers already parsed at Open).
+absl::Status CheckConfigAgainstCheckpoint(const ModelConfig& c, const Checkpoint& ckpt,
+                                          const std::string& config_path) {
+  const std::string last_layer = LayerPrefix(c.num_hidden_layers - 1) + "input_layernorm.weight";
+  if (!ckpt.Has(last_layer)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_path, ": num_hidden_layers=", c.num_hidden_layers, " but checkpoint ",
+                     ckpt.dir(), " has no tensor '", last_layer, "'"));
+  }
+  const std::string last_expert = ExpertPrefix(0, c.num_local_experts - 1) + "w1.weight";
+  if (!ckpt.Has(last_expert)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_path, ": num_local_experts=", c.num_local_experts, " but checkpoint ",
+                     ckpt.dir(), " has no tensor '", last_expert, "'"));
+  }
+  // Bounded by ModelConfig::Validate (<= 1024 * (7 + 3 * 1024) + 3): no overflow.
+  const int64_t expected =
+      2 + (c.tie_word_embeddings ? 0 : 1) + c.num_hidden_layers * (7 + 3 * c.num_local_experts);
+  if (ckpt.num_tensors() < expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_path, ": num_hidden_layers=", c.num_hidden_layers, ", num_local_experts=",
+        c.num_local_experts, " and tie_word_embeddings=", c.tie_word_embeddings ? "true" : "false",
+        " need ", expected, " tensors but checkpoint ", ckpt.dir(), " has ", ckpt.num_tensors()));
+  }
+  return absl::OkStatus();
+}
+
+// Whether the loader scans this tensor for NaN / Inf (see WeightCheck).
+bool ShouldScan(WeightCheck check, bool is_expert, int rank) {
+  switch (check) {
+    case WeightCheck::kOff:
+      return false;
+    case WeightCheck::kWarn:
+      return !is_expert && rank == 0;
+    case WeightCheck::kFull:
+      return true;
+  }
+  return false;
 }
 
 // Binds in-memory tensors (random weights) by name.
@@ -63,13 +107,29 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModelDir(const std::string& dir
   loaded->source = dir;
   MOESERVE_ASSIGN_OR_RETURN(loaded->checkpoint, Checkpoint::Open(dir));
   Checkpoint* ckpt = loaded->checkpoint.get();
+  MOESERVE_RETURN_IF_ERROR(CheckConfigAgainstCheckpoint(config, *ckpt, dir + "/config.json"));
+  LoadedModel* out = loaded.get();
+  auto load = [&](const std::string& name,
+                  const std::vector<int64_t>& shape) -> absl::StatusOr<kernels::TensorView> {
+    MOESERVE_ASSIGN_OR_RETURN(kernels::TensorView view, ckpt->Load(name, shape));
+    const bool is_expert = name.find(".experts.") != std::string::npos;
+    if (!ShouldScan(options.weight_check, is_expert, options.rank)) return view;
+    const int64_t bad = CountNonFinite(view);
+    if (bad == 0) return view;
+    MOESERVE_ASSIGN_OR_RETURN(const TensorInfo info, ckpt->Info(name));
+    const std::string what = absl::StrCat(name, " in ", info.file, ": ", bad, " of ", view.numel(),
+                                          " values are NaN or Inf");
+    if (options.weight_check == WeightCheck::kFull) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " (--check-weights full makes this an error)"));
+    }
+    spdlog::warn("{}", what);
+    out->warnings.push_back(what);
+    return view;
+  };
   MOESERVE_ASSIGN_OR_RETURN(MixtralWeights weights,
-                            BindMixtralWeights(
-                                config,
-                                [ckpt](const std::string& name, const std::vector<int64_t>& shape) {
-                                  return ckpt->Load(name, shape);
-                                },
-                                options.progress, ExpertsOfRank(options.placement, options.rank)));
+                            BindMixtralWeights(config, load, options.progress,
+                                               ExpertsOfRank(options.placement, options.rank)));
   loaded->model = std::make_unique<MixtralModel>(config, std::move(weights), backend);
   return loaded;
 }

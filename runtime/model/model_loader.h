@@ -24,6 +24,8 @@ struct LoadedModel {
   std::unique_ptr<Checkpoint> checkpoint;
   std::vector<OwnedTensor> owned;
   std::unique_ptr<MixtralModel> model;
+  // Load-time warnings (non-finite weights, see WeightCheck), also logged as they are found.
+  std::vector<std::string> warnings;
 };
 
 using ProgressFn = std::function<void(int64_t done, int64_t total)>;
@@ -36,9 +38,13 @@ struct ModelLoadOptions {
   // (MixtralModel::EnableExpertParallel).
   const parallel::ExpertPlacement* placement = nullptr;
   int rank = 0;
+  // NaN / Inf scan of checkpoint weights (random models are not scanned).
+  WeightCheck weight_check = WeightCheck::kWarn;
 };
 
-// Reads <dir>/config.json and the safetensors weights (single file or sharded).
+// Reads <dir>/config.json and the safetensors weights (single file or sharded). The config is
+// checked against the checkpoint's tensor list (layers, experts, tensor count) before any weight
+// list is sized from it; each weight's shape and dtype is checked as it is bound.
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModelDir(const std::string& dir,
                                                           kernels::Backend* backend,
                                                           const ModelLoadOptions& options);

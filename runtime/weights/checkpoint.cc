@@ -23,6 +23,10 @@ std::string Join(const std::string& dir, const std::string& name) {
   return (fs::path(dir) / name).string();
 }
 
+absl::StatusOr<std::map<std::string, std::string>> ParseWeightMap(const std::string& dir,
+                                                                  const std::string& index_path,
+                                                                  const json& index);
+
 // Reads model.safetensors.index.json: tensor -> shard path. Checks every shard exists (a cheap
 // stat), but maps none of them.
 absl::StatusOr<std::map<std::string, std::string>> ParseIndex(const std::string& dir,
@@ -34,9 +38,19 @@ absl::StatusOr<std::map<std::string, std::string>> ParseIndex(const std::string&
   json index;
   try {
     index = json::parse(text.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e999
     return absl::InvalidArgumentError(absl::StrCat(index_path, ": not valid JSON: ", e.what()));
   }
+  try {
+    return ParseWeightMap(dir, index_path, index);
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(index_path, ": ", e.what()));
+  }
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ParseWeightMap(const std::string& dir,
+                                                                  const std::string& index_path,
+                                                                  const json& index) {
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(index_path, ": expected an object with a \"weight_map\" object"));

@@ -40,6 +40,7 @@ class Checkpoint {
   // Dtype, shape and location of a tensor; opens its shard if it is not open yet.
   absl::StatusOr<TensorInfo> Info(const std::string& name) const;
   std::vector<std::string> TensorNames() const;  // sorted
+  int64_t num_tensors() const { return static_cast<int64_t>(file_of_.size()); }
 
   // Returns a view of the tensor and checks its shape equals expected_shape (and that it is a
   // float dtype when expected_float is true). Opens/mmaps the shard lazily on first use. Counts

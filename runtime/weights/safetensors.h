@@ -5,3 +5,4 @@
 
 #include "runtime/weights/checkpoint.h"        // IWYU pragma: export
 #include "runtime/weights/safetensors_file.h"  // IWYU pragma: export
+#include "runtime/weights/weight_check.h"      // IWYU pragma: export

@@ -210,26 +210,37 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   file->data_ = bytes + 8 + header_bytes;
   const uint64_t data_bytes = file_bytes - 8 - header_bytes;
 
+  // nlohmann reports problems as exceptions, and not only parse_error: a number that overflows a
+  // double is out_of_range. Every one becomes a Status naming the file.
   json header;
   try {
     header = json::parse(bytes + 8, bytes + 8 + header_bytes);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": header is not valid JSON: ", e.what()));
   }
+  try {
+    MOESERVE_RETURN_IF_ERROR(file->ParseHeader(header, data_bytes));
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": bad header: ", e.what()));
+  }
+  return file;
+}
+
+absl::Status SafetensorsFile::ParseHeader(const nlohmann::json& header, uint64_t data_bytes) {
+  const std::string& path = path_;
   if (!header.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": header must be a JSON object, got ",
                                                    std::string(header.type_name())));
   }
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
-      MOESERVE_RETURN_IF_ERROR(ParseMetadata(path, entry, &file->metadata_));
+      MOESERVE_RETURN_IF_ERROR(ParseMetadata(path, entry, &metadata_));
       continue;
     }
     MOESERVE_ASSIGN_OR_RETURN(TensorInfo info, ParseEntry(path, name, entry, data_bytes));
-    file->tensors_.emplace(name, std::move(info));
+    tensors_.emplace(name, std::move(info));
   }
-  MOESERVE_RETURN_IF_ERROR(CheckNoOverlap(path, file->tensors_));
-  return file;
+  return CheckNoOverlap(path, tensors_);
 }
 
 SafetensorsFile::~SafetensorsFile() {

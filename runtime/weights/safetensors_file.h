@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/dtype.h"
 #include "kernels/tensor.h"
+#include "nlohmann/json_fwd.hpp"
 
 namespace moeserve::runtime {
 
@@ -55,6 +56,8 @@ class SafetensorsFile {
 
  private:
   explicit SafetensorsFile(std::string path) : path_(std::move(path)) {}
+  // Fills tensors_ and metadata_ from the parsed header; may throw nlohmann::json::exception.
+  absl::Status ParseHeader(const nlohmann::json& header, uint64_t data_bytes);
 
   std::string path_;
   void* mapping_ = nullptr;  // the whole file, PROT_READ / MAP_PRIVATE

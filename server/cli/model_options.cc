@@ -29,6 +29,18 @@ void ModelOptions::AddTo(CLI::App& cmd) {
                  "KV cache blocks (0: enough for one full-context sequence, at most 4096)")
       ->envname("MOESERVE_KV_BLOCKS")
       ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--check-weights", check_weights,
+                 "Scan checkpoint weights for NaN/Inf at load: warn = every tensor but the "
+                 "experts' (~3.5% of Mixtral's bytes), a warning per bad tensor; full = every "
+                 "tensor, a bad one is an error; off")
+      ->envname("MOESERVE_CHECK_WEIGHTS")
+      ->check(CLI::IsMember({"off", "warn", "full"}))
+      ->capture_default_str();
+}
+
+runtime::WeightCheck ModelOptions::weight_check() const {
+  // AddTo's IsMember check admits only valid names; "warn" for anything else set in code.
+  return runtime::ParseWeightCheck(check_weights).value_or(runtime::WeightCheck::kWarn);
 }
 
 absl::StatusOr<std::unique_ptr<runtime::Tokenizer>> LoadTokenizerFor(const ModelOptions& options) {
@@ -48,12 +60,14 @@ absl::StatusOr<ModelSession> OpenModelSession(const ModelOptions& options) {
     MOESERVE_ASSIGN_OR_RETURN(s.loaded, runtime::LoadEmbeddedModel(s.backend.get()));
   } else {
     std::optional<ProgressBar> bar;  // created on the first callback, when the total is known
-    MOESERVE_ASSIGN_OR_RETURN(
-        s.loaded,
-        runtime::LoadModelDir(options.model_dir, s.backend.get(), [&](int64_t done, int64_t total) {
-          if (!bar) bar.emplace("loading tensors", total);
-          bar->Update(done);
-        }));
+    runtime::ModelLoadOptions load;
+    load.weight_check = options.weight_check();
+    load.progress = [&](int64_t done, int64_t total) {
+      if (!bar) bar.emplace("loading tensors", total);
+      bar->Update(done);
+    };
+    MOESERVE_ASSIGN_OR_RETURN(s.loaded,
+                              runtime::LoadModelDir(options.model_dir, s.backend.get(), load));
   }
   MOESERVE_ASSIGN_OR_RETURN(s.tokenizer, LoadTokenizerFor(options));
   const runtime::ModelConfig& c = s.loaded->model->config();

@@ -20,8 +20,14 @@ struct ModelOptions {
   int threads = 0;             // 0: all cores
   int64_t kv_block_size = 16;
   int64_t kv_blocks = 0;  // 0: enough for max_position_embeddings tokens (capped at 4096 blocks)
+  // NaN / Inf scan of the checkpoint at load: "off", "warn" (non-expert tensors, warning) or
+  // "full" (every tensor, error). See runtime::WeightCheck and docs/checkpoints.md.
+  std::string check_weights = "warn";
 
-  // Registers --model, --tokenizer, --threads, --kv-block-size, --kv-blocks (with MOESERVE_* env).
+  runtime::WeightCheck weight_check() const;
+
+  // Registers --model, --tokenizer, --threads, --kv-block-size, --kv-blocks, --check-weights
+  // (with MOESERVE_* env).
   void AddTo(CLI::App& cmd);
 };
 

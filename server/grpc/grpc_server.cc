@@ -6,7 +6,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -38,6 +40,62 @@ const char* CodeName(grpc::StatusCode code) {
   }
 }
 
+// Requests are decoded here rather than by gRPC: when gRPC's generated handler fails to decode a
+// request it answers UNIMPLEMENTED with an empty message, and protobuf logs an error line per
+// request. Our service registers every method "raw" (bytes in, bytes out) and answers
+// INVALID_ARGUMENT naming the message type and protobuf's reason.
+
+// What protobuf said while decoding on this thread (ProtobufLogHandler collects it).
+thread_local std::string protobuf_messages;
+
+// Protobuf's messages during request decoding ("String field ... contains invalid UTF-8") are
+// about a client's bytes: they go into that request's error, and to the debug log, not stderr.
+void ProtobufLogHandler(google::protobuf::LogLevel level, const char* filename, int line,
+                        const std::string& message) {
+  if (level >= google::protobuf::LOGLEVEL_FATAL) {
+    spdlog::critical("protobuf {}:{}: {}", filename, line, message);
+    return;
+  }
+  spdlog::debug("protobuf {}:{}: {}", filename, line, message);
+  if (protobuf_messages.size() < 1024) {
+    absl::StrAppend(&protobuf_messages, protobuf_messages.empty() ? "" : "; ", message);
+  }
+}
+
+// Decodes a request. An empty or absent payload is the default message (what protobuf encodes
+// as zero bytes).
+template <typename Message>
+grpc::Status DecodeRequest(const grpc::ByteBuffer& bytes, Message* out) {
+  if (!bytes.Valid() || bytes.Length() == 0) {
+    out->Clear();
+    return grpc::Status::OK;
+  }
+  grpc::ByteBuffer copy(bytes);  // Deserialize consumes the buffer it is given
+  protobuf_messages.clear();
+  const grpc::Status decoded = grpc::SerializationTraits<Message>::Deserialize(&copy, out);
+  if (decoded.ok()) return decoded;
+  std::string reason = protobuf_messages.empty() ? decoded.error_message() : protobuf_messages;
+  protobuf_messages.clear();
+  absl::StripTrailingAsciiWhitespace(&reason);
+  return grpc::Status(
+      grpc::INVALID_ARGUMENT,
+      absl::StrCat("the request is not a valid ", Message::descriptor()->full_name(),
+                   " (protobuf decoding failed", reason.empty() ? "" : ": ", reason, ")"));
+}
+
+template <typename Message>
+grpc::Status EncodeResponse(const Message& message, grpc::ByteBuffer* out) {
+  out->Clear();  // the serializer wants an empty buffer; Generate reuses one per stream
+  bool own_buffer = false;
+  return grpc::SerializationTraits<Message>::Serialize(message, out, &own_buffer);
+}
+
+// The service with every method taking and returning bytes (see DecodeRequest).
+using RawMoeserveService = v1::Moeserve::WithRawCallbackMethod_Generate<
+    v1::Moeserve::WithRawCallbackMethod_Tokenize<v1::Moeserve::WithRawCallbackMethod_Detokenize<
+        v1::Moeserve::WithRawCallbackMethod_ModelInfo<
+            v1::Moeserve::WithRawCallbackMethod_GetStats<v1::Moeserve::Service>>>>>;
+
 class StreamPump;
 
 // One Generate call. Shared by its reactor (gRPC's threads) and the pump; the reactor is
@@ -49,11 +107,13 @@ struct GenerateCall {
   std::optional<RequestTimer> timer;
 
   absl::Mutex mu;
-  grpc::ServerWriteReactor<v1::GenerateResponse>* reactor ABSL_GUARDED_BY(mu) = nullptr;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* reactor ABSL_GUARDED_BY(mu) = nullptr;
   bool write_in_flight ABSL_GUARDED_BY(mu) = false;
   bool finish_started ABSL_GUARDED_BY(mu) = false;
-  // The message being written; touched only by whoever set write_in_flight / finish_started.
+  // The message being written and its encoding (alive until OnWriteDone); touched only by
+  // whoever set write_in_flight / finish_started.
   v1::GenerateResponse response;
+  grpc::ByteBuffer response_bytes;
 };
 
 // Moves updates from the RequestStreams of open Generate calls to their reactors. RequestStream
@@ -120,7 +180,7 @@ void StreamPump::Run() {
 }
 
 bool StreamPump::Pump(GenerateCall& call) {
-  grpc::ServerWriteReactor<v1::GenerateResponse>* reactor = nullptr;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* reactor = nullptr;
   std::optional<runtime::RequestUpdate> update;
   {
     absl::MutexLock lock(&call.mu);
@@ -138,21 +198,34 @@ bool StreamPump::Pump(GenerateCall& call) {
   // starts outside the lock (a reaction may run on this thread and take the lock).
   call.timer->OnUpdate(*update);
   ToGenerateResponse(*update, call.request_id, *call.ctx->tokenizer, &call.response);
+  grpc::Status encoded = EncodeResponse(call.response, &call.response_bytes);
   if (!update->finished) {
-    reactor->StartWrite(&call.response);
+    if (!encoded.ok()) {
+      // Not expected (a response we built); end the call rather than write garbage.
+      call.stream->Cancel();
+      {
+        absl::MutexLock lock(&call.mu);
+        call.write_in_flight = false;
+        call.finish_started = true;
+      }
+      call.ctx->metrics->CountRequest("grpc", "Generate", CodeName(grpc::INTERNAL));
+      reactor->Finish(grpc::Status(grpc::INTERNAL, "cannot encode the response"));
+      return true;
+    }
+    reactor->StartWrite(&call.response_bytes);
     return true;
   }
-  const grpc::Status status = ToGrpcStatus(update->status);
+  const grpc::Status status = encoded.ok() ? ToGrpcStatus(update->status) : encoded;
   call.ctx->metrics->CountRequest("grpc", "Generate", CodeName(status.error_code()));
   if (status.ok()) {
-    reactor->StartWriteAndFinish(&call.response, grpc::WriteOptions(), status);
+    reactor->StartWriteAndFinish(&call.response_bytes, grpc::WriteOptions(), status);
   } else {
     reactor->Finish(status);
   }
   return true;
 }
 
-class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class GenerateReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   GenerateReactor(std::shared_ptr<GenerateCall> call, StreamPump* pump)
       : call_(std::move(call)), pump_(pump) {
@@ -161,12 +234,12 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
   }
 
   // Ends the call before it reached the engine (bad request, queue full, draining).
-  void Reject(const absl::Status& status) {
+  void Reject(const absl::Status& status) { Reject(ToGrpcStatus(status)); }
+  void Reject(const grpc::Status& s) {
     {
       absl::MutexLock lock(&call_->mu);
       call_->finish_started = true;
     }
-    const grpc::Status s = ToGrpcStatus(status);
     call_->ctx->metrics->CountRequest("grpc", "Generate", CodeName(s.error_code()));
     Finish(s);
   }
@@ -224,12 +297,12 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
   StreamPump* pump_;
 };
 
-class MoeserveService final : public v1::Moeserve::CallbackService {
+class MoeserveService final : public RawMoeserveService {
  public:
   explicit MoeserveService(ServingContext* ctx) : ctx_(ctx) {}
 
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext* /*context*/, const v1::GenerateRequest* request) override {
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* /*context*/,
+                                                       const grpc::ByteBuffer* bytes) override {
     auto call = std::make_shared<GenerateCall>();
     call->ctx = ctx_;
     auto* reactor = new GenerateReactor(call, &pump_);
@@ -237,8 +310,13 @@ class MoeserveService final : public v1::Moeserve::CallbackService {
       reactor->Reject(absl::UnavailableError("the server is shutting down"));
       return reactor;
     }
+    v1::GenerateRequest request;
+    if (grpc::Status decoded = DecodeRequest(*bytes, &request); !decoded.ok()) {
+      reactor->Reject(decoded);
+      return reactor;
+    }
     absl::StatusOr<runtime::GenerationRequest> gen =
-        api::BuildGenerationRequest(ToApiRequest(*request), *ctx_->tokenizer, ctx_->limits);
+        api::BuildGenerationRequest(ToApiRequest(request), *ctx_->tokenizer, ctx_->limits);
     if (!gen.ok()) {
       reactor->Reject(gen.status());
       return reactor;
@@ -263,9 +341,69 @@ class MoeserveService final : public v1::Moeserve::CallbackService {
   }
 
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
-                                     const v1::TokenizeRequest* request,
-                                     v1::TokenizeResponse* response) override {
+                                     const grpc::ByteBuffer* request_bytes,
+                                     grpc::ByteBuffer* response_bytes) override {
+    return Unary<v1::TokenizeRequest, v1::TokenizeResponse>(
+        context, "Tokenize", request_bytes, response_bytes,
+        [this](const v1::TokenizeRequest& r, v1::TokenizeResponse* out) {
+          return Tokenize(r, out);
+        });
+  }
+
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request_bytes,
+                                       grpc::ByteBuffer* response_bytes) override {
+    return Unary<v1::DetokenizeRequest, v1::DetokenizeResponse>(
+        context, "Detokenize", request_bytes, response_bytes,
+        [this](const v1::DetokenizeRequest& r, v1::DetokenizeResponse* out) {
+          return Detokenize(r, out);
+        });
+  }
+
+  grpc::ServerUnaryReactor* ModelInfo(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request_bytes,
+                                      grpc::ByteBuffer* response_bytes) override {
+    return Unary<v1::ModelInfoRequest, v1::ModelInfoResponse>(
+        context, "ModelInfo", request_bytes, response_bytes,
+        [this](const v1::ModelInfoRequest& /*request*/, v1::ModelInfoResponse* out) {
+          FillModelInfo(out);
+          return absl::OkStatus();
+        });
+  }
+
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request_bytes,
+                                     grpc::ByteBuffer* response_bytes) override {
+    return Unary<v1::GetStatsRequest, v1::GetStatsResponse>(
+        context, "GetStats", request_bytes, response_bytes,
+        [this](const v1::GetStatsRequest& /*request*/, v1::GetStatsResponse* out) {
+          ToStatsResponse(ctx_->engine->Stats(), out);
+          return absl::OkStatus();
+        });
+  }
+
+ private:
+  // One unary call: decode, `handle`, encode, finish (counted in the metrics).
+  template <typename Request, typename Response, typename Handler>
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const char* method,
+                                  const grpc::ByteBuffer* request_bytes,
+                                  grpc::ByteBuffer* response_bytes, Handler handle) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    Request request;
+    grpc::Status status = DecodeRequest(*request_bytes, &request);
+    if (status.ok()) {
+      Response response;
+      status = ToGrpcStatus(handle(request, &response));
+      if (status.ok()) status = EncodeResponse(response, response_bytes);
+    }
+    ctx_->metrics->CountRequest("grpc", method, CodeName(status.error_code()));
+    reactor->Finish(status);
+    return reactor;
+  }
+
+  absl::Status Tokenize(const v1::TokenizeRequest& request_message,
+                        v1::TokenizeResponse* response) {
+    const v1::TokenizeRequest* request = &request_message;
     const runtime::Tokenizer& tok = *ctx_->tokenizer;
     std::vector<int32_t> ids;
     if (request->input_case() == v1::TokenizeRequest::kChat) {
@@ -274,11 +412,11 @@ class MoeserveService final : public v1::Moeserve::CallbackService {
         messages.push_back({m.role(), m.content()});
       }
       absl::StatusOr<std::vector<int32_t>> encoded = runtime::EncodeChat(tok, messages);
-      if (!encoded.ok()) return Done(reactor, "Tokenize", encoded.status());
+      if (!encoded.ok()) return encoded.status();
       ids = *std::move(encoded);
     } else {
       if (!runtime::IsValidUtf8(request->text())) {
-        return Done(reactor, "Tokenize", api::InvalidParam("text", "text is not valid UTF-8"));
+        return api::InvalidParam("text", "text is not valid UTF-8");
       }
       ids = tok.Encode(request->text(), request->add_bos(), /*add_eos=*/false);
     }
@@ -286,48 +424,21 @@ class MoeserveService final : public v1::Moeserve::CallbackService {
       response->add_ids(id);
       response->add_pieces(tok.IdToPiece(id));
     }
-    return Done(reactor, "Tokenize", absl::OkStatus());
+    return absl::OkStatus();
   }
 
-  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
-                                       const v1::DetokenizeRequest* request,
-                                       v1::DetokenizeResponse* response) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status Detokenize(const v1::DetokenizeRequest& request, v1::DetokenizeResponse* response) {
     const runtime::Tokenizer& tok = *ctx_->tokenizer;
-    for (int i = 0; i < request->ids_size(); ++i) {
-      if (request->ids(i) < 0 || request->ids(i) >= tok.vocab_size()) {
-        return Done(reactor, "Detokenize",
-                    api::InvalidParam("ids", absl::StrCat("ids[", i, "]=", request->ids(i),
-                                                          " is outside the vocabulary [0, ",
-                                                          tok.vocab_size(), ")")));
+    for (int i = 0; i < request.ids_size(); ++i) {
+      if (request.ids(i) < 0 || request.ids(i) >= tok.vocab_size()) {
+        return api::InvalidParam(
+            "ids", absl::StrCat("ids[", i, "]=", request.ids(i), " is outside the vocabulary [0, ",
+                                tok.vocab_size(), ")"));
       }
     }
     response->set_text(
-        tok.Decode(std::vector<int32_t>(request->ids().begin(), request->ids().end())));
-    return Done(reactor, "Detokenize", absl::OkStatus());
-  }
-
-  grpc::ServerUnaryReactor* ModelInfo(grpc::CallbackServerContext* context,
-                                      const v1::ModelInfoRequest* /*request*/,
-                                      v1::ModelInfoResponse* response) override {
-    FillModelInfo(response);
-    return Done(context->DefaultReactor(), "ModelInfo", absl::OkStatus());
-  }
-
-  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
-                                     const v1::GetStatsRequest* /*request*/,
-                                     v1::GetStatsResponse* response) override {
-    ToStatsResponse(ctx_->engine->Stats(), response);
-    return Done(context->DefaultReactor(), "GetStats", absl::OkStatus());
-  }
-
- private:
-  grpc::ServerUnaryReactor* Done(grpc::ServerUnaryReactor* reactor, const char* method,
-                                 const absl::Status& status) {
-    const grpc::Status s = ToGrpcStatus(status);
-    ctx_->metrics->CountRequest("grpc", method, CodeName(s.error_code()));
-    reactor->Finish(s);
-    return reactor;
+        tok.Decode(std::vector<int32_t>(request.ids().begin(), request.ids().end())));
+    return absl::OkStatus();
   }
 
   void FillModelInfo(v1::ModelInfoResponse* out) const {
@@ -407,6 +518,7 @@ GrpcFrontEnd::GrpcFrontEnd(ServingContext* context, std::string address)
 GrpcFrontEnd::~GrpcFrontEnd() { Stop(absl::ZeroDuration()); }
 
 absl::Status GrpcFrontEnd::Start() {
+  google::protobuf::SetLogHandler(&ProtobufLogHandler);  // see DecodeRequest
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -87,3 +87,22 @@ def test_router_skew_raises_measured_imbalance(pb):
         finally:
             assert d.terminate() == 0
     assert imbalance["0:4"] > imbalance[None]
+
+
+@pytest.mark.parametrize("placement_exists", [True, False])
+def test_placement_with_one_rank_is_a_startup_error(tmp_path, placement_exists):
+    """--placement with --ep-size 1 used to be ignored (and a missing file went unnoticed)."""
+    import subprocess
+
+    from conftest import moeserve_bin
+
+    placement = tmp_path / "placement.json"
+    if placement_exists:
+        placement.write_text('{"experts": [[0], [0], [0], [0], [0], [0], [0], [0]]}')
+    r = subprocess.run([moeserve_bin(), "serve", "--host", "127.0.0.1", "--port", "0",
+                        "--grpc-port", "0", "--threads", "1", "--ep-size", "1",
+                        "--placement", str(placement)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "--placement" in r.stderr and "--ep-size" in r.stderr, r.stderr
+    assert str(placement) in r.stderr, r.stderr

@@ -89,6 +89,49 @@ def test_invalid_argument(pb, grpc_stub):
     assert collect(generate(pb, grpc_stub, text="still serving", sampling={"max_tokens": 2}))[1]
 
 
+# (method, bytes that are not a valid request message, the message type named in the error)
+UNDECODABLE = [
+    ("Tokenize", b"\xff\xff\xff\xff", "moeserve.v1.TokenizeRequest"),       # unterminated tag
+    ("Tokenize", b"\x0a\x03caf\xc3", "moeserve.v1.TokenizeRequest"),          # truncated field
+    ("Tokenize", b"\x0a\x04caf\xc3\x28"[:6], "moeserve.v1.TokenizeRequest"),  # invalid UTF-8
+    ("Detokenize", b"\x0a\x05\x01", "moeserve.v1.DetokenizeRequest"),
+    ("ModelInfo", b"\x07", "moeserve.v1.ModelInfoRequest"),                  # wire type 7
+    ("GetStats", b"\xff", "moeserve.v1.GetStatsRequest"),
+    ("Generate", b"\x12\x02\xc3\x28", "moeserve.v1.GenerateRequest"),        # text: bad UTF-8
+    ("Generate", b"\x12\xff\xff\xff\xff\x0f", "moeserve.v1.GenerateRequest"),
+]
+
+
+@pytest.mark.parametrize("method,payload,message_type", UNDECODABLE,
+                         ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(UNDECODABLE)])
+def test_undecodable_request_is_invalid_argument(daemon, pb, grpc_stub, method, payload,
+                                                 message_type):
+    """Bytes that do not decode as the request message get INVALID_ARGUMENT naming the message
+    (gRPC's generated handler answered UNIMPLEMENTED with no message, and protobuf logged an
+    error line per request). Sent with identity serializers on a raw channel."""
+    with grpc.insecure_channel(daemon.grpc_target) as channel:
+        path = f"/moeserve.v1.Moeserve/{method}"
+        if method == "Generate":
+            call = channel.unary_stream(path, request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as e:
+                list(call(payload, timeout=30))
+        else:
+            call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as e:
+                call(payload, timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (e.value.code(), e.value.details())
+    assert message_type in e.value.details(), e.value.details()
+    assert "libprotobuf ERROR" not in daemon.log()
+    # The daemon keeps serving, and well-formed raw bytes still work.
+    assert grpc_stub.Tokenize(pb[0].TokenizeRequest(text="hi"), timeout=30).ids
+    with grpc.insecure_channel(daemon.grpc_target) as channel:
+        raw = channel.unary_unary("/moeserve.v1.Moeserve/Tokenize", request_serializer=None,
+                                  response_deserializer=None)
+        reply = pb[0].TokenizeResponse.FromString(
+            raw(pb[0].TokenizeRequest(text="hi").SerializeToString(), timeout=30))
+    assert list(reply.ids) == list(grpc_stub.Tokenize(pb[0].TokenizeRequest(text="hi")).ids)
+
+
 def wait_for_idle_kv(pb, grpc_stub, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

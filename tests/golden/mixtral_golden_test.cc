@@ -223,7 +223,8 @@ TEST_P(GoldenTest, PrefillEqualsTokenByTokenDecodeAndChunks) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest,
-                         ::testing::Values("fp32_window", "fp32_odd", "bf16", "bf16_window"));
+                         ::testing::Values("fp32_window", "fp32_odd", "bf16", "bf16_window",
+                                           "fp32_rope_params"));
 
 }  // namespace
 }  // namespace moeserve::runtime

@@ -198,6 +198,15 @@ TEST_F(CheckpointTest, IndexNotValidJson) {
                                             HasSubstr("not valid JSON")));
 }
 
+TEST_F(CheckpointTest, IndexWithOverflowingNumberIsAnError) {
+  WriteText("model.safetensors.index.json",
+            R"({"metadata": {"total_size": 1e999}, "weight_map": {}})");
+  absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(dir_);
+  EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(ckpt.status()), AllOf(HasSubstr(PathOf("model.safetensors.index.json")),
+                                            HasSubstr("not valid JSON")));
+}
+
 TEST_F(CheckpointTest, IndexWithoutWeightMapOrWithBadEntries) {
   const std::string index = PathOf("model.safetensors.index.json");
   WriteText("model.safetensors.index.json", R"({"metadata": {}})");

@@ -107,6 +107,13 @@ TEST(ExpertPlacementTest, ValidationMessages) {
       {R"({"experts": [[0], ["one"]]})", "is not an integer"},
       {R"({"expert": [[0], [1]]})", "unknown key \"expert\""},
       {R"({"experts": [[0], [1]],)", "not valid JSON"},
+      // A number that overflows a double used to throw out of FromJson and abort the process.
+      {R"({"world_size": 1e999, "experts": [[0], [1]]})", "not valid JSON"},
+      {R"({"experts": [[0], [1e999]]})", "not valid JSON"},
+      // Integers that do not fit an int are not silently truncated to a valid rank.
+      {R"({"experts": [[0], [4294967297]]})", "rank 4294967297"},
+      {R"({"world_size": 18446744073709551618, "experts": [[0], [1]]})", "does not match"},
+      {R"({"world_size": 4294967298, "experts": [[0], [1]]})", "does not match --ep-size 2"},
   };
   for (const auto& [json, message] : cases) {
     auto p = ExpertPlacement::FromJson(json, 2, 2, 2, "p.json");

@@ -189,6 +189,24 @@ TEST_F(SafetensorsFileTest, HeaderNotJson) {
   EXPECT_THAT(OpenError(R"({"w": {"dtype": "F32",)", 0), HasSubstr("not valid JSON"));
 }
 
+// nlohmann throws out_of_range (not parse_error) for a number that overflows a double; that used
+// to escape Open and abort the process. Anywhere in the header, it is a Status naming the file.
+TEST_F(SafetensorsFileTest, NumberOverflowAnywhereInHeaderIsAnError) {
+  for (const std::string header : {
+           R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "x": 1e999})",
+           R"({"w": {"dtype": "F32", "shape": [1e999], "data_offsets": [0, 4]}})",
+           R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, -1e999]}})",
+           R"({"__metadata__": {"format": 1e999}})",
+       }) {
+    EXPECT_THAT(OpenError(header, 4), HasSubstr("not valid JSON")) << header;
+  }
+  // Past 2^64 nlohmann reads an integer as a double: a shape that is not integers.
+  EXPECT_THAT(
+      OpenError(
+          R"({"w": {"dtype": "F32", "shape": [99999999999999999999], "data_offsets": [0, 4]}})", 4),
+      HasSubstr("\"shape\" must hold integers"));
+}
+
 TEST_F(SafetensorsFileTest, HeaderNotObject) {
   EXPECT_THAT(OpenError("[1, 2]", 0), HasSubstr("must be a JSON object, got array"));
 }
