@@ -20,8 +20,10 @@ struct ModelOptions {
   int threads = 0;             // 0: all cores
   int64_t kv_block_size = 16;
   int64_t kv_blocks = 0;  // 0: enough for max_position_embeddings tokens (capped at 4096 blocks)
+  std::string device = "auto";  // cpu | cuda | auto (runtime::MakeBackend)
 
-  // Registers --model, --tokenizer, --threads, --kv-block-size, --kv-blocks (with MOESERVE_* env).
+  // Registers --model, --tokenizer, --threads, --kv-block-size, --kv-blocks, --device (with
+  // MOESERVE_* env).
   void AddTo(CLI::App& cmd);
 };
 

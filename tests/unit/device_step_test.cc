@@ -3,6 +3,8 @@
 //    logits (and the expert-load counters) and synchronises once;
 //  - a backend that reports a non-CPU device gets the weights copied to its memory at load
 //    (after a free-memory check), and computes bitwise the same logits as the CPU.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -30,6 +32,8 @@ class CountingBackend final : public kernels::Backend {
  public:
   explicit CountingBackend(bool fake_device, size_t free_bytes = 0)
       : inner_(kernels::MakeCpuBackend(1)), fake_device_(fake_device), free_bytes_(free_bytes) {}
+  // A CUDA-like configuration on the CPU kernels: bf16 activations and KV cache.
+  void UseBf16() { bf16_ = true; }
 
   Counts counts;
 
@@ -38,8 +42,12 @@ class CountingBackend final : public kernels::Backend {
   }
   std::string_view name() const override { return "counting"; }
   std::string Describe() const override { return "counting over " + inner_->Describe(); }
-  kernels::DType activation_dtype() const override { return inner_->activation_dtype(); }
-  kernels::DType kv_dtype() const override { return inner_->kv_dtype(); }
+  kernels::DType activation_dtype() const override {
+    return bf16_ ? kernels::DType::kBF16 : inner_->activation_dtype();
+  }
+  kernels::DType kv_dtype() const override {
+    return bf16_ ? kernels::DType::kBF16 : inner_->kv_dtype();
+  }
 
   absl::StatusOr<kernels::DeviceBuffer> Allocate(size_t bytes) override {
     ++counts.allocate;
@@ -104,6 +112,7 @@ class CountingBackend final : public kernels::Backend {
   std::unique_ptr<kernels::Backend> inner_;
   const bool fake_device_;
   const size_t free_bytes_;
+  bool bf16_ = false;
 };
 
 ModelConfig Config() { return ep_test::SmallConfig(/*layers=*/2); }
@@ -208,6 +217,33 @@ TEST(DeviceStepTest, WeightsThatDoNotFitFailBeforeAnyCopy) {
   EXPECT_NE(loaded.status().message().find("model weights need"), std::string::npos);
   EXPECT_EQ(device.counts.to_device, 0);
   EXPECT_EQ(device.counts.allocations(), 0);
+}
+
+TEST(DeviceStepTest, Bf16ActivationsAndKvCacheStayCloseToTheFp32Reference) {
+  CountingBackend fp32(/*fake_device=*/false);
+  auto reference = LoadRandomModel(Config(), 3, &fp32);
+  ASSERT_TRUE(reference.ok());
+  const GenerateRun want = Generate(fp32, *(*reference)->model, 1);
+
+  CountingBackend bf16(/*fake_device=*/true);
+  bf16.UseBf16();
+  auto loaded = LoadRandomModel(Config(), 3, &bf16);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->model->KvShape(16, 1).kv_dtype, kernels::DType::kBF16);
+  const GenerateRun got = Generate(bf16, *(*loaded)->model, 4);
+  ASSERT_EQ(got.logits.size(), 4u);
+  // The prefill's logits: bf16 rounding of every activation moves them a little, not a lot.
+  const std::vector<float>& a = want.logits[0];
+  const std::vector<float>& b = got.logits[0];
+  ASSERT_EQ(a.size(), b.size());
+  double max_ref = 0, max_diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    max_ref = std::max(max_ref, std::fabs(double(a[i])));
+    max_diff = std::max(max_diff, std::fabs(double(a[i]) - b[i]));
+  }
+  EXPECT_GT(max_diff, 0.0);  // really computed in bf16
+  EXPECT_LT(max_diff, 0.02 * max_ref) << "max |diff| " << max_diff << " of max |logit| " << max_ref;
+  ExpectSteadyState(got);
 }
 
 }  // namespace
