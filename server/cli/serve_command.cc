@@ -115,13 +115,12 @@ int RunServe(ServeFlags f) {
                                        .ep_size = f.ep_size,
                                        .placement_file = f.placement_file,
                                        .threads = f.model.threads,
-                                       .progress =
-                                           [&](int64_t done, int64_t total) {
-                                             if (f.model.model_dir.empty()) return;
-                                             if (!bar) bar.emplace("loading tensors", total);
-                                             bar->Update(done);
-                                           },
-                                       .device = f.model.device};
+                                       .progress = [&](int64_t done, int64_t total) {
+                                         if (f.model.model_dir.empty()) return;
+                                         if (!bar) bar.emplace("loading tensors", total);
+                                         bar->Update(done);
+                                       }};
+  rank_options.device = f.model.device;  // --device (ModelOptions)
   absl::StatusOr<runtime::RankSet> rank_set = runtime::LoadRankSet(rank_options);
   if (!rank_set.ok()) {
     std::cerr << "error: " << rank_set.status().message() << "\n";
