@@ -3,6 +3,7 @@
 // experts followed by top-k and renormalisation. Ties go to the lower expert index.
 // Output choices of a token are sorted by ascending expert id: that is the fixed order in which
 // the MoE combine adds expert outputs (the order of HF's per-expert loop).
+// Everything stays on the device: the routing decides nothing on the host.
 #pragma once
 
 #include <cstdint>
@@ -12,10 +13,10 @@
 namespace moeserve::kernels {
 
 struct RouterTopKParams {
-  const float* logits = nullptr;      // [num_tokens, num_experts]
+  const float* logits = nullptr;      // [num_tokens, num_experts] fp32
   const float* logit_bias = nullptr;  // optional [num_experts], added before top-k (skew tests)
   int32_t* expert_ids = nullptr;      // [num_tokens, top_k]
-  float* weights = nullptr;           // [num_tokens, top_k]
+  float* weights = nullptr;           // [num_tokens, top_k] fp32
   int64_t num_tokens = 0;
   int64_t num_experts = 0;
   int64_t top_k = 2;

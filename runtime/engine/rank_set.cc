@@ -8,6 +8,7 @@
 #include "kernels/base/status_macros.h"
 #include "parallel/comm/in_process_communicator.h"
 #include "runtime/model/random_model.h"
+#include "spdlog/spdlog.h"
 
 namespace moeserve::runtime {
 namespace {
@@ -28,6 +29,26 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadOne(const RankSetOptions& optio
 }
 
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<kernels::Backend>> MakeBackend(const std::string& device,
+                                                              int cpu_threads, int cuda_device) {
+  std::unique_ptr<kernels::Backend> backend;
+  if (device == "cuda" || device == "auto") {
+    absl::StatusOr<std::unique_ptr<kernels::Backend>> cuda = kernels::MakeCudaBackend(cuda_device);
+    if (cuda.ok()) {
+      backend = *std::move(cuda);
+    } else if (device == "cuda") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--device cuda: ", cuda.status().message()));
+    }  // auto: fall back to the CPU
+
+  } else if (device != "cpu") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device must be cpu, cuda or auto, got \"", device, "\""));
+  }
+  if (!backend) backend = kernels::MakeCpuBackend(cpu_threads);
+  return backend;
+}
 
 absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
   if (options.ep_size < 1) {
@@ -50,7 +71,8 @@ absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
 
   if (world == 1) {
     RankModel r;
-    r.backend = kernels::MakeCpuBackend(options.threads);
+    MOESERVE_ASSIGN_OR_RETURN(r.backend, MakeBackend(options.device, options.threads));
+    spdlog::info("backend: {}", r.backend->Describe());
     ModelLoadOptions load;
     load.progress = options.progress;
     load.weight_check = options.weight_check;
@@ -75,10 +97,18 @@ absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
   MOESERVE_RETURN_IF_ERROR(placement.status());
   set.placement = std::make_shared<const parallel::ExpertPlacement>(*std::move(placement));
 
+  // Expert parallelism runs over the in-process communicator, which moves rows with host
+  // memcpy: CPU ranks only until a device communicator (NCCL) is wired in.
+  if (options.device == "cuda") {
+    return absl::UnimplementedError(absl::StrCat("--device cuda with --ep-size ", world,
+                                                 ": expert parallelism needs a device communicator "
+                                                 "(NCCL), not built yet; use --device cpu"));
+  }
   auto group = std::make_shared<parallel::InProcessGroup>(world);
   for (int rank = 0; rank < world; ++rank) {
     RankModel r;
-    r.backend = kernels::MakeCpuBackend(threads_per_rank);
+    MOESERVE_ASSIGN_OR_RETURN(r.backend, MakeBackend("cpu", threads_per_rank));
+    spdlog::info("rank {} backend: {}", rank, r.backend->Describe());
     ModelLoadOptions load;
     if (rank == 0) load.progress = options.progress;
     load.weight_check = options.weight_check;

@@ -24,6 +24,7 @@ struct RankSetOptions {
   int threads = 0;      // CPU threads in all (0: every core), split between the ranks
   ProgressFn progress;  // loading progress of rank 0
   WeightCheck weight_check = WeightCheck::kWarn;  // NaN / Inf scan (--check-weights)
+  std::string device = "auto";                    // "cpu", "cuda" or "auto" (MakeBackend)
 };
 
 struct RankSet {
@@ -33,5 +34,13 @@ struct RankSet {
 };
 
 absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options);
+
+// The compute backend `device` names: "cpu" (cpu_threads, 0: all cores), "cuda" (GPU
+// cuda_device; an error when the build has no CUDA or there is no usable GPU) or "auto" (CUDA
+// when MakeCudaBackend succeeds, else the CPU). Every command (serve, generate, bench) creates
+// its backends here and logs Backend::Describe() (generate and bench on stderr: their stdout is
+// the result).
+absl::StatusOr<std::unique_ptr<kernels::Backend>> MakeBackend(const std::string& device,
+                                                              int cpu_threads, int cuda_device = 0);
 
 }  // namespace moeserve::runtime

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <iostream>
 #include <optional>
 
 #include "kernels/base/status_macros.h"
+#include "runtime/engine/rank_set.h"
 #include "server/cli/progress.h"
 #include "spdlog/spdlog.h"
 
@@ -36,6 +38,12 @@ void ModelOptions::AddTo(CLI::App& cmd) {
       ->envname("MOESERVE_CHECK_WEIGHTS")
       ->check(CLI::IsMember({"off", "warn", "full"}))
       ->capture_default_str();
+  cmd.add_option("--device", device,
+                 "Compute backend: cuda, cpu, or auto (cuda when a GPU and a CUDA build are "
+                 "there, else cpu)")
+      ->envname("MOESERVE_DEVICE")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
 }
 
 runtime::WeightCheck ModelOptions::weight_check() const {
@@ -55,7 +63,8 @@ absl::StatusOr<std::unique_ptr<runtime::Tokenizer>> LoadTokenizerFor(const Model
 
 absl::StatusOr<ModelSession> OpenModelSession(const ModelOptions& options) {
   ModelSession s;
-  s.backend = kernels::MakeCpuBackend(options.threads);
+  MOESERVE_ASSIGN_OR_RETURN(s.backend, runtime::MakeBackend(options.device, options.threads));
+  std::cerr << "backend: " << s.backend->Describe() << "\n";  // stdout is the command's result
   if (options.model_dir.empty()) {
     MOESERVE_ASSIGN_OR_RETURN(s.loaded, runtime::LoadEmbeddedModel(s.backend.get()));
   } else {

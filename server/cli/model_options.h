@@ -23,11 +23,12 @@ struct ModelOptions {
   // NaN / Inf scan of the checkpoint at load: "off", "warn" (non-expert tensors, warning) or
   // "full" (every tensor, error). See runtime::WeightCheck and docs/checkpoints.md.
   std::string check_weights = "warn";
+  std::string device = "auto";  // cpu | cuda | auto (runtime::MakeBackend)
 
   runtime::WeightCheck weight_check() const;
 
-  // Registers --model, --tokenizer, --threads, --kv-block-size, --kv-blocks, --check-weights
-  // (with MOESERVE_* env).
+  // Registers --model, --tokenizer, --threads, --kv-block-size, --kv-blocks, --check-weights,
+  // --device (with MOESERVE_* env).
   void AddTo(CLI::App& cmd);
 };
 

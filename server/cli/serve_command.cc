@@ -153,6 +153,7 @@ int RunServe(ServeFlags f) {
                                              bar->Update(done);
                                            },
                                        .weight_check = f.model.weight_check()};
+  rank_options.device = f.model.device;  // --device (ModelOptions)
   absl::StatusOr<runtime::RankSet> rank_set = runtime::LoadRankSet(rank_options);
   if (!rank_set.ok()) {
     std::cerr << "error: " << rank_set.status().message() << "\n";
