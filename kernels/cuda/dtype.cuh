@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 #include "kernels/dtype.h"
 
@@ -101,23 +102,123 @@ __device__ __forceinline__ void StoreF32(void* p, DType t, int64_t i, float v) {
 template <typename T>
 inline constexpr int kVec16 = static_cast<int>(16 / sizeof(T));
 
+// The 16-bit storage types from and to raw bits (no address-taking, so vectors stay in
+// registers).
+template <typename T>
+__device__ __forceinline__ T FromBits16(unsigned short bits) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __ushort_as_half(bits);
+  } else {
+    return __ushort_as_bfloat16(bits);
+  }
+}
+template <typename T>
+__device__ __forceinline__ uint32_t ToBits16(T v) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __half_as_ushort(v);
+  } else {
+    return __bfloat16_as_ushort(v);
+  }
+}
+
+// The elements of T packed in one 32-bit word (1 fp32 or 2 bf16/fp16, low half first), as fp32.
+template <typename T>
+__device__ __forceinline__ void WordToF32(uint32_t word, float* out) {
+  if constexpr (sizeof(T) == 4) {
+    out[0] = __uint_as_float(word);
+  } else {
+    out[0] = ToF32(FromBits16<T>(static_cast<unsigned short>(word & 0xffffu)));
+    out[1] = ToF32(FromBits16<T>(static_cast<unsigned short>(word >> 16)));
+  }
+}
+template <typename T>
+__device__ __forceinline__ uint32_t F32ToWord(const float* in) {
+  if constexpr (sizeof(T) == 4) {
+    return __float_as_uint(in[0]);
+  } else {
+    return ToBits16(FromF32<T>(in[0])) | (ToBits16(FromF32<T>(in[1])) << 16);
+  }
+}
+
+// N consecutive elements at p as fp32 (N a multiple of kVec16<T>, p 16-byte aligned).
+template <int N, typename T>
+__device__ __forceinline__ void LoadVec(const T* p, float (&out)[N]) {
+  static_assert(N % kVec16<T> == 0, "whole 16-byte vectors only");
+  constexpr int kPerWord = static_cast<int>(4 / sizeof(T));
+#pragma unroll
+  for (int c = 0; c < N / kVec16<T>; ++c) {
+    const uint4 raw = reinterpret_cast<const uint4*>(p)[c];
+    float* o = out + c * kVec16<T>;
+    WordToF32<T>(raw.x, o);
+    WordToF32<T>(raw.y, o + kPerWord);
+    WordToF32<T>(raw.z, o + 2 * kPerWord);
+    WordToF32<T>(raw.w, o + 3 * kPerWord);
+  }
+}
+
+// Stores N fp32 values, each rounded to T, at p (N a multiple of kVec16<T>, p 16-byte aligned).
+template <int N, typename T>
+__device__ __forceinline__ void StoreVec(T* p, const float (&in)[N]) {
+  static_assert(N % kVec16<T> == 0, "whole 16-byte vectors only");
+  constexpr int kPerWord = static_cast<int>(4 / sizeof(T));
+#pragma unroll
+  for (int c = 0; c < N / kVec16<T>; ++c) {
+    const float* i = in + c * kVec16<T>;
+    reinterpret_cast<uint4*>(p)[c] = make_uint4(F32ToWord<T>(i), F32ToWord<T>(i + kPerWord),
+                                                F32ToWord<T>(i + 2 * kPerWord),
+                                                F32ToWord<T>(i + 3 * kPerWord));
+  }
+}
+
 // Loads kVec16<T> elements at p (16-byte aligned) as fp32.
 template <typename T>
 __device__ __forceinline__ void LoadVec16(const T* p, float (&out)[kVec16<T>]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const T* elems = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < kVec16<T>; ++i) out[i] = ToF32(elems[i]);
+  LoadVec<kVec16<T>>(p, out);
 }
 
 // Stores kVec16<T> fp32 values, each rounded to T, at p (16-byte aligned).
 template <typename T>
 __device__ __forceinline__ void StoreVec16(T* p, const float (&in)[kVec16<T>]) {
-  uint4 raw;
-  T* elems = reinterpret_cast<T*>(&raw);
+  StoreVec<kVec16<T>>(p, in);
+}
+
+// Chunk c (elements c*N .. c*N+N-1) of a row of n elements, as fp32. kVec: one 16-byte access
+// per kVec16<T> elements (REQUIRES n % N == 0 and a 16-byte aligned row); otherwise scalar
+// accesses, and elements at or past n read as 0. Both forms give the same values, so a kernel's
+// result never depends on which one the launcher picked.
+template <int N, bool kVec, typename T>
+__device__ __forceinline__ void LoadChunk(const T* row, int64_t c, int64_t n, float (&out)[N]) {
+  if constexpr (kVec) {
+    LoadVec<N>(row + c * N, out);
+  } else {
 #pragma unroll
-  for (int i = 0; i < kVec16<T>; ++i) elems[i] = FromF32<T>(in[i]);
-  *reinterpret_cast<uint4*>(p) = raw;
+    for (int i = 0; i < N; ++i) {
+      const int64_t idx = c * N + i;
+      out[i] = idx < n ? ToF32(row[idx]) : 0.0f;
+    }
+  }
+}
+
+// Stores chunk c of a row of n elements (elements at or past n are not written).
+template <int N, bool kVec, typename T>
+__device__ __forceinline__ void StoreChunk(T* row, int64_t c, int64_t n, const float (&in)[N]) {
+  if constexpr (kVec) {
+    StoreVec<N>(row + c * N, in);
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      const int64_t idx = c * N + i;
+      if (idx < n) row[idx] = FromF32<T>(in[i]);
+    }
+  }
+}
+
+// True when every pointer is 16-byte aligned (host side; null counts as aligned).
+inline bool Aligned16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
 }
 
 // True when rows of `row_elems` elements of T starting at every pointer in `ptrs` can be read
@@ -155,6 +256,21 @@ cudaError_t DispatchFloatDType(DType t, Fn&& fn) {
       return fn(TypeTag<__nv_bfloat16>{});
     case DType::kF16:
       return fn(TypeTag<__half>{});
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+// The same for activation dtypes, which are fp32 or bf16 only (as in the CPU reference's
+// kernels/cpu/act.h); cudaErrorInvalidValue for anything else. Halves the instantiations of
+// kernels templated on both an activation and a weight type.
+template <typename Fn>
+cudaError_t DispatchActDType(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::kF32:
+      return fn(TypeTag<float>{});
+    case DType::kBF16:
+      return fn(TypeTag<__nv_bfloat16>{});
     default:
       return cudaErrorInvalidValue;
   }
