@@ -2,23 +2,39 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
-namespace moeserve::kernels::cpu {
+#include "kernels/cpu/act.h"
 
-void KvWrite(const KvWriteParams& p) {
+namespace moeserve::kernels::cpu {
+namespace {
+
+template <typename A, typename K>
+void KvWriteTyped(const KvWriteParams& p) {
   const int64_t row = p.num_kv_heads * p.head_dim;
+  const A* k = static_cast<const A*>(p.k);
+  const A* v = static_cast<const A*>(p.v);
+  K* k_cache = static_cast<K*>(p.k_cache);
+  K* v_cache = static_cast<K*>(p.v_cache);
   for (int64_t t = 0; t < p.num_tokens; ++t) {
-    std::memcpy(p.k_cache + p.slots[t] * row, p.k + t * row, sizeof(float) * row);
-    std::memcpy(p.v_cache + p.slots[t] * row, p.v + t * row, sizeof(float) * row);
+    const int64_t slot = p.slots[t];
+    if (slot < 0) continue;  // padding / a token whose K/V is not cached
+    for (int64_t i = 0; i < row; ++i) {
+      k_cache[slot * row + i] = FromF32<K>(ToF32(k[t * row + i]));
+      v_cache[slot * row + i] = FromF32<K>(ToF32(v[t * row + i]));
+    }
   }
 }
 
-void PagedAttention(const PagedAttentionParams& p) {
+template <typename A, typename K>
+void PagedAttentionTyped(const PagedAttentionParams& p) {
   const int64_t group = p.num_q_heads / p.num_kv_heads;
-  const int64_t kv_row = p.num_kv_heads * p.head_dim;  // floats per cached token
+  const int64_t kv_row = p.num_kv_heads * p.head_dim;  // elements per cached token
+  const A* q_all = static_cast<const A*>(p.q);
+  A* out_all = static_cast<A*>(p.out);
+  const K* k_cache = static_cast<const K*>(p.k_cache);
+  const K* v_cache = static_cast<const K*>(p.v_cache);
   // Flatten (sequence, query, head) work items; each is independent and computed in a fixed order.
   std::vector<int32_t> token_seq(static_cast<size_t>(p.num_tokens));
   for (int64_t s = 0; s < p.num_seqs; ++s) {
@@ -26,7 +42,8 @@ void PagedAttention(const PagedAttentionParams& p) {
   }
 #pragma omp parallel
   {
-    std::vector<float> scores;
+    std::vector<float> scores, q(static_cast<size_t>(p.head_dim)),
+        out(static_cast<size_t>(p.head_dim));
 #pragma omp for schedule(dynamic, 4)
     for (int64_t item = 0; item < p.num_tokens * p.num_q_heads; ++item) {
       const int64_t t = item / p.num_q_heads;
@@ -38,16 +55,16 @@ void PagedAttention(const PagedAttentionParams& p) {
       const int64_t first =
           p.sliding_window > 0 ? std::max<int64_t>(0, pos - p.sliding_window + 1) : 0;
       const int32_t* table = p.block_tables + s * p.max_blocks_per_seq;
-      const float* q = p.q + (t * p.num_q_heads + h) * p.head_dim;
-      float* out = p.out + (t * p.num_q_heads + h) * p.head_dim;
+      const A* q_src = q_all + (t * p.num_q_heads + h) * p.head_dim;
+      for (int64_t d = 0; d < p.head_dim; ++d) q[d] = ToF32(q_src[d]);
 
       scores.resize(static_cast<size_t>(pos - first + 1));
       float max_score = -std::numeric_limits<float>::infinity();
       for (int64_t j = first; j <= pos; ++j) {
         const int64_t slot = table[j / p.block_size] * p.block_size + j % p.block_size;
-        const float* k = p.k_cache + slot * kv_row + kv_h * p.head_dim;
+        const K* k = k_cache + slot * kv_row + kv_h * p.head_dim;
         float dot = 0.0f;
-        for (int64_t d = 0; d < p.head_dim; ++d) dot += q[d] * k[d];
+        for (int64_t d = 0; d < p.head_dim; ++d) dot += q[d] * ToF32(k[d]);
         scores[j - first] = dot * p.scale;
         max_score = std::max(max_score, scores[j - first]);
       }
@@ -56,15 +73,31 @@ void PagedAttention(const PagedAttentionParams& p) {
         sc = std::exp(sc - max_score);
         denom += sc;
       }
-      std::fill(out, out + p.head_dim, 0.0f);
+      std::fill(out.begin(), out.end(), 0.0f);
       for (int64_t j = first; j <= pos; ++j) {
         const int64_t slot = table[j / p.block_size] * p.block_size + j % p.block_size;
-        const float* v = p.v_cache + slot * kv_row + kv_h * p.head_dim;
+        const K* v = v_cache + slot * kv_row + kv_h * p.head_dim;
         const float w = scores[j - first] / denom;
-        for (int64_t d = 0; d < p.head_dim; ++d) out[d] += w * v[d];
+        for (int64_t d = 0; d < p.head_dim; ++d) out[d] += w * ToF32(v[d]);
       }
+      A* dst = out_all + (t * p.num_q_heads + h) * p.head_dim;
+      for (int64_t d = 0; d < p.head_dim; ++d) dst[d] = FromF32<A>(out[d]);
     }
   }
+}
+
+}  // namespace
+
+void KvWrite(const KvWriteParams& p) {
+  DispatchAct(p.act_dtype, [&](auto a) {
+    DispatchAct(p.kv_dtype, [&](auto k) { KvWriteTyped<decltype(a), decltype(k)>(p); });
+  });
+}
+
+void PagedAttention(const PagedAttentionParams& p) {
+  DispatchAct(p.act_dtype, [&](auto a) {
+    DispatchAct(p.kv_dtype, [&](auto k) { PagedAttentionTyped<decltype(a), decltype(k)>(p); });
+  });
 }
 
 }  // namespace moeserve::kernels::cpu

@@ -1,9 +1,12 @@
 #include "kernels/cpu/matmul.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <vector>
+
+#include "kernels/cpu/act.h"
 
 namespace moeserve::kernels::cpu {
 namespace {
@@ -75,18 +78,19 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) void ConvertRows(
   std::fill(out + total, out + kTileN * k, 0.0f);
 }
 
-}  // namespace
-
-void Matmul(const MatmulParams& p) {
-  if (p.m_rows == 0) return;
-  const int64_t tiles = (p.n + kTileN - 1) / kTileN;
+// y [m_rows, n] of y_dtype = x [m_rows, k] (fp32) @ w^T. The one matmul loop behind Matmul and
+// GroupedMatmul, so both give the same bits for the same row.
+void MatmulRows(const float* x, int64_t m_rows, const void* w, DType w_dtype, int64_t n, int64_t k,
+                void* y, DType y_dtype) {
+  if (m_rows == 0) return;
+  const int64_t tiles = (n + kTileN - 1) / kTileN;
   // Each tile of weight rows is converted to fp32 once and reused for every input row (weights
   // dominate memory traffic: decode is a matrix-vector product). Threads split the tiles.
 #pragma omp parallel
   {
     // 64-byte aligned (a cache line): with the 16 bytes malloc guarantees, speed swung by ~40%
     // between runs depending on where the heap happened to place the buffer.
-    const size_t bytes = (sizeof(float) * static_cast<size_t>(kTileN * p.k) + 63) / 64 * 64;
+    const size_t bytes = (sizeof(float) * static_cast<size_t>(kTileN * k) + 63) / 64 * 64;
     std::unique_ptr<float, decltype(&std::free)> w_tile_buffer(
         static_cast<float*>(std::aligned_alloc(64, bytes)), &std::free);
     float* const w_tile = w_tile_buffer.get();
@@ -94,13 +98,71 @@ void Matmul(const MatmulParams& p) {
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t n0 = t * kTileN;
-      const int64_t count = std::min(kTileN, p.n - n0);
-      ConvertRows(p.w, p.w_dtype, n0, count, p.k, w_tile);
-      for (int64_t m = 0; m < p.m_rows; ++m) {
-        DotTile(p.x + m * p.k, w_tile, p.k, out);
-        std::copy(out, out + count, p.y + m * p.n + n0);
+      const int64_t count = std::min(kTileN, n - n0);
+      ConvertRows(w, w_dtype, n0, count, k, w_tile);
+      for (int64_t m = 0; m < m_rows; ++m) {
+        DotTile(x + m * k, w_tile, k, out);
+        if (y_dtype == DType::kBF16) {
+          Bf16* dst = static_cast<Bf16*>(y) + m * n + n0;
+          for (int64_t j = 0; j < count; ++j) dst[j] = FromF32<Bf16>(out[j]);
+        } else {
+          std::copy(out, out + count, static_cast<float*>(y) + m * n + n0);
+        }
       }
     }
+  }
+}
+
+// x [rows, k] of dtype as fp32: x itself for fp32, else a converted copy in *storage.
+const float* AsF32(const void* x, DType dtype, int64_t rows, int64_t k,
+                   std::vector<float>* storage) {
+  if (dtype == DType::kF32) return static_cast<const float*>(x);
+  storage->resize(static_cast<size_t>(rows * k));
+  const Bf16* src = static_cast<const Bf16*>(x);
+  for (size_t i = 0; i < storage->size(); ++i) (*storage)[i] = ToF32(src[i]);
+  return storage->data();
+}
+
+}  // namespace
+
+void Matmul(const MatmulParams& p) {
+  if (p.m_rows == 0) return;
+  std::vector<float> x_f32;
+  MatmulRows(AsF32(p.x, p.x_dtype, p.m_rows, p.k, &x_f32), p.m_rows, p.w, p.w_dtype, p.n, p.k, p.y,
+             p.y_dtype);
+}
+
+void GroupedMatmul(const GroupedMatmulParams& p) {
+  const int64_t total_rows = p.expert_offsets[p.num_experts];
+  if (total_rows == 0) return;
+  std::vector<float> x_storage, gate, up;
+  const float* x = AsF32(p.x, p.act_dtype, total_rows, p.k, &x_storage);
+  const size_t y_elem = DTypeSize(p.act_dtype);
+  for (int64_t e = 0; e < p.num_experts; ++e) {
+    const int64_t row0 = p.expert_offsets[e];
+    const int64_t rows = p.expert_offsets[e + 1] - row0;
+    // An expert with rows but no weights writes nothing: callers must never route to it.
+    if (rows <= 0 || p.w[e] == nullptr || (p.w_up != nullptr && p.w_up[e] == nullptr)) continue;
+    void* y = static_cast<char*>(p.y) + static_cast<size_t>(row0 * p.n) * y_elem;
+    const float* xe = x + row0 * p.k;
+    if (p.w_up == nullptr) {
+      MatmulRows(xe, rows, p.w[e], p.w_dtype, p.n, p.k, y, p.act_dtype);
+      continue;
+    }
+    // Fused SwiGLU: both projections in fp32, silu(gate) * up rounded once. On fp32 this is
+    // bit for bit Matmul(w) + Matmul(w_up) + SwiGlu (the same expression on the same floats).
+    gate.resize(static_cast<size_t>(rows * p.n));
+    up.resize(static_cast<size_t>(rows * p.n));
+    MatmulRows(xe, rows, p.w[e], p.w_dtype, p.n, p.k, gate.data(), DType::kF32);
+    MatmulRows(xe, rows, p.w_up[e], p.w_dtype, p.n, p.k, up.data(), DType::kF32);
+    DispatchAct(p.act_dtype, [&](auto tag) {
+      using T = decltype(tag);
+      T* out = static_cast<T*>(y);
+      for (size_t i = 0; i < gate.size(); ++i) {
+        const float g = gate[i];
+        out[i] = FromF32<T>((g / (1.0f + std::exp(-g))) * up[i]);
+      }
+    });
   }
 }
 

@@ -2,34 +2,71 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
+
+#include "kernels/cpu/act.h"
 
 namespace moeserve::kernels::cpu {
 
+void MoeAlign(const MoeAlignParams& p) {
+  const int64_t rows = p.num_tokens * p.top_k;
+  // Counting sort by expert. Scanning (t, j) in order keeps each group in ascending (t, j) order,
+  // exactly parallel/moe/dispatch_plan.cc's BuildDispatchPlan.
+  std::vector<int32_t> counts(static_cast<size_t>(p.num_experts), 0);
+  for (int64_t i = 0; i < rows; ++i) ++counts[p.expert_ids[i]];
+  p.expert_offsets[0] = 0;
+  for (int64_t e = 0; e < p.num_experts; ++e) {
+    p.expert_offsets[e + 1] = p.expert_offsets[e] + counts[e];
+  }
+  std::vector<int32_t> cursor(p.expert_offsets, p.expert_offsets + p.num_experts);
+  for (int64_t i = 0; i < rows; ++i) {
+    const int32_t row = cursor[p.expert_ids[i]]++;
+    p.permuted_token[row] = static_cast<int32_t>(i / p.top_k);
+    p.combine_rows[i] = row;
+  }
+  if (p.expert_counts != nullptr) {
+    for (int64_t e = 0; e < p.num_experts; ++e) p.expert_counts[e] += counts[e];
+  }
+}
+
 void GatherRows(const GatherRowsParams& p) {
+  const size_t row_bytes = static_cast<size_t>(p.hidden) * DTypeSize(p.act_dtype);
   for (int64_t i = 0; i < p.num_rows; ++i) {
-    std::memcpy(p.dst + i * p.hidden, p.src + static_cast<int64_t>(p.rows[i]) * p.hidden,
-                sizeof(float) * p.hidden);
+    std::memcpy(static_cast<char*>(p.dst) + i * row_bytes,
+                static_cast<const char*>(p.src) + static_cast<size_t>(p.rows[i]) * row_bytes,
+                row_bytes);
   }
 }
 
 void SwiGlu(const SwiGluParams& p) {
-  for (int64_t i = 0; i < p.n; ++i) {
-    const float g = p.gate[i];
-    p.out[i] = (g / (1.0f + std::exp(-g))) * p.up[i];
-  }
+  DispatchAct(p.act_dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* gate = static_cast<const T*>(p.gate);
+    const T* up = static_cast<const T*>(p.up);
+    T* out = static_cast<T*>(p.out);
+    for (int64_t i = 0; i < p.n; ++i) {
+      const float g = ToF32(gate[i]);
+      out[i] = FromF32<T>((g / (1.0f + std::exp(-g))) * ToF32(up[i]));
+    }
+  });
 }
 
 void MoeCombine(const MoeCombineParams& p) {
-  for (int64_t t = 0; t < p.num_tokens; ++t) {
-    float* out = p.out + t * p.hidden;
-    for (int64_t h = 0; h < p.hidden; ++h) out[h] = 0.0f;
-    for (int64_t j = 0; j < p.top_k; ++j) {
-      const float w = p.weights[t * p.top_k + j];
-      const float* src =
-          p.expert_out + static_cast<int64_t>(p.src_rows[t * p.top_k + j]) * p.hidden;
-      for (int64_t h = 0; h < p.hidden; ++h) out[h] += w * src[h];
+  DispatchAct(p.act_dtype, [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<float> acc(static_cast<size_t>(p.hidden));
+    for (int64_t t = 0; t < p.num_tokens; ++t) {
+      for (int64_t h = 0; h < p.hidden; ++h) acc[h] = 0.0f;
+      for (int64_t j = 0; j < p.top_k; ++j) {
+        const float w = p.weights[t * p.top_k + j];
+        const T* src = static_cast<const T*>(p.expert_out) +
+                       static_cast<int64_t>(p.src_rows[t * p.top_k + j]) * p.hidden;
+        for (int64_t h = 0; h < p.hidden; ++h) acc[h] += w * ToF32(src[h]);
+      }
+      T* out = static_cast<T*>(p.out) + t * p.hidden;
+      for (int64_t h = 0; h < p.hidden; ++h) out[h] = FromF32<T>(acc[h]);
     }
-  }
+  });
 }
 
 }  // namespace moeserve::kernels::cpu

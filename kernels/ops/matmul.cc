@@ -9,11 +9,13 @@ absl::Status Validate(const MatmulParams& p) {
   MOESERVE_PARAM_CHECK("matmul", p.m_rows >= 0 && p.n > 0 && p.k > 0, "(m=", p.m_rows, " n=", p.n,
                        " k=", p.k, ")");
   MOESERVE_PARAM_CHECK("matmul", IsFloat(p.w_dtype));
-  MOESERVE_PARAM_CHECK("matmul", static_cast<const void*>(p.x) != static_cast<void*>(p.y));
+  MOESERVE_ACT_DTYPE_CHECK("matmul", "x_dtype", p.x_dtype);
+  MOESERVE_ACT_DTYPE_CHECK("matmul", "y_dtype", p.y_dtype);
+  MOESERVE_PARAM_CHECK("matmul", p.x != static_cast<const void*>(p.y));
   return absl::OkStatus();
 }
 
-MatmulParams LinearParams(const float* x, int64_t rows, const TensorView& w, float* y) {
+MatmulParams LinearParams(const void* x, int64_t rows, const TensorView& w, void* y, DType act) {
   MatmulParams p;
   p.x = x;
   p.w = w.data;
@@ -22,6 +24,8 @@ MatmulParams LinearParams(const float* x, int64_t rows, const TensorView& w, flo
   p.m_rows = rows;
   p.n = w.dim(0);
   p.k = w.dim(1);
+  p.x_dtype = act;
+  p.y_dtype = act;
   return p;
 }
 

@@ -10,6 +10,7 @@ absl::Status Validate(const RopeParams& p) {
                        ")");
   MOESERVE_PARAM_CHECK("rope", p.num_tokens >= 0 && p.num_q_heads > 0 && p.num_kv_heads > 0);
   MOESERVE_PARAM_CHECK("rope", p.theta > 0.0f);
+  MOESERVE_ACT_DTYPE_CHECK("rope", "act_dtype", p.act_dtype);
   return absl::OkStatus();
 }
 

@@ -2,16 +2,21 @@
 // on random inputs (fresh per shape) and on edge cases. These are the oracle the CUDA twins are
 // compared with, so they must be right on their own.
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/embedding.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/moe.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/router.h"
+#include "parallel/moe/dispatch_plan.h"
 
 namespace moeserve::kernels {
 namespace {
@@ -246,6 +251,8 @@ TEST(PagedAttentionTest, MatchesDenseReferenceWithScatteredBlocksGqaAndWindow) {
     p.sliding_window = window;
     p.scale = 1.0f / std::sqrt(float(d));
     ASSERT_TRUE(Validate(p).ok());
+    ASSERT_TRUE(
+        ValidateIndices(p, table_flat.data(), query_start.data(), context_lens.data()).ok());
     cpu::PagedAttention(p);
     for (int64_t i = 0; i < 5 * hq * d; ++i) EXPECT_NEAR(out[i], expected[0][i], 1e-5) << window;
     for (int64_t i = 0; i < hq * d; ++i) EXPECT_NEAR(out[5 * hq * d + i], expected[1][i], 1e-5);
@@ -269,9 +276,16 @@ TEST(PagedAttentionTest, ValidateRejectsBadTables) {
   p.block_size = 4;
   p.max_blocks_per_seq = 2;
   p.num_blocks = 4;
-  EXPECT_FALSE(Validate(p).ok());
+  ASSERT_TRUE(Validate(p).ok());  // sizes and pointers; the tables are checked on host copies
+  auto indices = [&] {
+    return ValidateIndices(p, table.data(), query_start.data(), context_lens.data());
+  };
+  EXPECT_FALSE(indices().ok());
   table[1] = 1;
-  EXPECT_TRUE(Validate(p).ok());
+  EXPECT_TRUE(indices().ok());
+  p.max_context_len = 4;  // an upper bound below the real context length
+  EXPECT_FALSE(indices().ok());
+  p.max_context_len = 0;
   p.num_q_heads = 3;
   p.num_kv_heads = 2;
   EXPECT_FALSE(Validate(p).ok());
@@ -331,15 +345,341 @@ TEST(MoeOpsTest, SwiGluGatherAndCombine) {
   cpu::GatherRows(gp);
   EXPECT_EQ(dst, (std::vector<float>{5, 6, 1, 2, 5, 6}));
   const std::vector<int32_t> bad = {3};
-  EXPECT_FALSE(Validate(GatherRowsParams{src.data(), bad.data(), dst.data(), 1, 3, 2}).ok());
+  const GatherRowsParams bad_gather{src.data(), bad.data(), dst.data(), 1, 3, 2};
+  EXPECT_TRUE(Validate(bad_gather).ok());  // sizes only: the index lives on the device
+  EXPECT_FALSE(ValidateIndices(bad_gather, bad.data()).ok());
 
   const std::vector<int32_t> src_rows = {0, 2, 1, 1};  // 2 tokens x top-2
   const std::vector<float> weights = {0.25f, 0.75f, 0.5f, 0.5f};
   std::vector<float> combined(4, NAN);
   MoeCombineParams cp{src.data(), src_rows.data(), weights.data(), combined.data(), 2, 2, 2, 3};
   ASSERT_TRUE(Validate(cp).ok());
+  ASSERT_TRUE(ValidateIndices(cp, src_rows.data()).ok());
+  const std::vector<int32_t> bad_rows = {0, 3, 1, 1};
+  EXPECT_FALSE(ValidateIndices(cp, bad_rows.data()).ok());
   cpu::MoeCombine(cp);
   EXPECT_EQ(combined, (std::vector<float>{0.25f * 1 + 0.75f * 5, 0.25f * 2 + 0.75f * 6, 3, 4}));
+}
+
+// ---- Device-sized MoE ops, the fused residual norm, bf16 activations and the bf16 KV cache.
+
+// Bitwise equality of float vectors (NaN-safe, distinguishes -0).
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
+}
+
+std::vector<uint16_t> ToBf16(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = F32ToBf16(v[i]);
+  return out;
+}
+std::vector<float> FromBf16(const std::vector<uint16_t>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = Bf16ToF32(v[i]);
+  return out;
+}
+std::vector<float> RoundedToBf16(const std::vector<float>& v) { return FromBf16(ToBf16(v)); }
+
+// Router-like choices: top_k distinct experts per token, ascending, skewed towards low ids.
+std::vector<int32_t> RandomChoices(int64_t tokens, int64_t top_k, int64_t experts, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> ids;
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::vector<int32_t> all(experts);
+    for (int64_t e = 0; e < experts; ++e) all[e] = static_cast<int32_t>(e);
+    std::shuffle(all.begin(), all.end(), rng);
+    std::vector<int32_t> chosen(all.begin(), all.begin() + top_k);
+    std::sort(chosen.begin(), chosen.end());
+    ids.insert(ids.end(), chosen.begin(), chosen.end());
+  }
+  return ids;
+}
+
+TEST(MoeAlignTest, MatchesDispatchPlanAndAccumulatesCounts) {
+  for (int64_t tokens : {0, 1, 7, 33}) {
+    const int64_t top_k = 2, experts = 8;
+    const auto ids = RandomChoices(tokens, top_k, experts, 100 + tokens);
+    const parallel::DispatchPlan plan = parallel::BuildDispatchPlan(ids, tokens, top_k, experts);
+    std::vector<int32_t> offsets(experts + 1, -1), permuted(tokens * top_k, -1),
+        combine(tokens * top_k, -1);
+    std::vector<int64_t> counts(experts, 5);  // accumulated into, not overwritten
+    MoeAlignParams p{ids.data(),    offsets.data(), permuted.data(), combine.data(),
+                     counts.data(), tokens,         top_k,           experts};
+    ASSERT_TRUE(Validate(p).ok());
+    cpu::MoeAlign(p);
+    EXPECT_EQ(offsets, plan.expert_offsets);
+    EXPECT_EQ(permuted, plan.permuted_token);
+    EXPECT_EQ(combine, plan.combine_rows);
+    for (int64_t e = 0; e < experts; ++e) EXPECT_EQ(counts[e], 5 + plan.tokens_for_expert(e));
+  }
+  int32_t dummy = 0;
+  EXPECT_FALSE(Validate(MoeAlignParams{&dummy, &dummy, &dummy, &dummy, nullptr, 1, 3, 2}).ok());
+}
+
+// Rows grouped by expert for GroupedMatmul: weights [experts] of [n, k] bf16, x [rows, k].
+struct GroupedCase {
+  int64_t n = 24, k = 40, experts = 4;
+  std::vector<int32_t> offsets = {0, 3, 3, 10, 11};  // expert 1 has no rows
+  std::vector<std::vector<uint16_t>> w, w_up;
+  std::vector<const void*> w_ptrs, w_up_ptrs;
+  std::vector<float> x;
+
+  GroupedCase() {
+    for (int64_t e = 0; e < experts; ++e) {
+      w.push_back(ToBf16(RandomVector(n * k, 200 + e)));
+      w_up.push_back(ToBf16(RandomVector(n * k, 300 + e)));
+    }
+    for (int64_t e = 0; e < experts; ++e) {
+      w_ptrs.push_back(w[e].data());
+      w_up_ptrs.push_back(w_up[e].data());
+    }
+    x = RandomVector(rows() * k, 400);
+  }
+  int64_t rows() const { return offsets.back(); }
+  GroupedMatmulParams Params(const void* xp, void* y, DType act, bool swiglu) const {
+    GroupedMatmulParams p;
+    p.x = xp;
+    p.w = w_ptrs.data();
+    p.w_up = swiglu ? w_up_ptrs.data() : nullptr;
+    p.w_dtype = DType::kBF16;
+    p.y = y;
+    p.expert_offsets = offsets.data();
+    p.num_experts = experts;
+    p.max_rows = rows();
+    p.n = n;
+    p.k = k;
+    p.act_dtype = act;
+    return p;
+  }
+};
+
+TEST(GroupedMatmulTest, PlainAndSwiGluAreBitwiseThePerExpertOps) {
+  const GroupedCase c;
+  std::vector<float> plain(c.rows() * c.n, NAN), fused(c.rows() * c.n, NAN);
+  ASSERT_TRUE(Validate(c.Params(c.x.data(), plain.data(), DType::kF32, false)).ok());
+  cpu::GroupedMatmul(c.Params(c.x.data(), plain.data(), DType::kF32, false));
+  cpu::GroupedMatmul(c.Params(c.x.data(), fused.data(), DType::kF32, true));
+  std::vector<float> want_plain(c.rows() * c.n), want_fused(c.rows() * c.n);
+  for (int64_t e = 0; e < c.experts; ++e) {
+    const int64_t r0 = c.offsets[e], rows = c.offsets[e + 1] - r0;
+    if (rows == 0) continue;
+    const float* xe = c.x.data() + r0 * c.k;
+    cpu::Matmul({xe, c.w[e].data(), DType::kBF16, want_plain.data() + r0 * c.n, rows, c.n, c.k});
+    std::vector<float> gate(rows * c.n), up(rows * c.n);
+    cpu::Matmul({xe, c.w[e].data(), DType::kBF16, gate.data(), rows, c.n, c.k});
+    cpu::Matmul({xe, c.w_up[e].data(), DType::kBF16, up.data(), rows, c.n, c.k});
+    cpu::SwiGlu({gate.data(), up.data(), gate.data(), rows * c.n});
+    std::copy(gate.begin(), gate.end(), want_fused.begin() + r0 * c.n);
+  }
+  EXPECT_TRUE(SameBits(plain, want_plain));
+  EXPECT_TRUE(SameBits(fused, want_fused));
+}
+
+TEST(GroupedMatmulTest, AnExpertWithoutWeightsWritesNothing) {
+  GroupedCase c;
+  c.w_ptrs[1] = nullptr;  // no rows: fine
+  c.w_ptrs[2] = nullptr;  // rows 3..9: a caller error; the kernel must not touch them
+  std::vector<float> y(c.rows() * c.n, NAN);
+  cpu::GroupedMatmul(c.Params(c.x.data(), y.data(), DType::kF32, false));
+  for (int64_t i = 3 * c.n; i < 10 * c.n; ++i) ASSERT_TRUE(std::isnan(y[i])) << i;
+  for (int64_t i = 0; i < 3 * c.n; ++i) ASSERT_FALSE(std::isnan(y[i])) << i;
+}
+
+TEST(RmsNormTest, FusedResidualIsBitwiseAddThenNorm) {
+  const int64_t rows = 3, hidden = 50;
+  const auto w = ToBf16(RandomVector(hidden, 8));
+  for (DType act : {DType::kF32, DType::kBF16}) {
+    const auto x_f = RandomVector(rows * hidden, 9, 2.0f), r_f = RandomVector(rows * hidden, 10);
+    // The same values in the activation dtype's storage.
+    auto store = [&](const std::vector<float>& v) {
+      std::vector<uint8_t> b(v.size() * DTypeSize(act));
+      if (act == DType::kF32) {
+        std::memcpy(b.data(), v.data(), b.size());
+      } else {
+        const auto h = ToBf16(v);
+        std::memcpy(b.data(), h.data(), b.size());
+      }
+      return b;
+    };
+    auto x = store(x_f), residual = store(r_f);
+    auto x2 = x, residual2 = residual;
+    std::vector<uint8_t> out(x.size()), out2(x.size());
+    RmsNormParams fused{x.data(), w.data(), DType::kBF16, out.data(),     rows,
+                        hidden,   1e-5f,    act,          residual.data()};
+    ASSERT_TRUE(Validate(fused).ok());
+    cpu::RmsNorm(fused);
+    cpu::AddInPlace({residual2.data(), x2.data(), rows * hidden, act});
+    cpu::RmsNorm({residual2.data(), w.data(), DType::kBF16, out2.data(), rows, hidden, 1e-5f, act});
+    EXPECT_EQ(residual, residual2) << DTypeName(act);
+    EXPECT_EQ(out, out2) << DTypeName(act);
+    fused.residual = fused.out;  // aliasing the output is refused
+    EXPECT_FALSE(Validate(fused).ok());
+  }
+}
+
+// bf16 activations compute in fp32 and round once: each op on bf16 inputs is the fp32 op on the
+// same (bf16-representable) values, rounded, within a couple of bf16 ulps.
+void ExpectNearBf16(const std::vector<uint16_t>& got, const std::vector<float>& want, float tol) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(Bf16ToF32(got[i]), want[i], tol * (1.0f + std::fabs(want[i]))) << i;
+  }
+}
+
+TEST(Bf16ActivationTest, OpsMatchTheFp32PathRounded) {
+  const int64_t m = 5, n = 13, k = 48;
+  const auto x = RoundedToBf16(RandomVector(m * k, 50));
+  const auto x_bf = ToBf16(x);
+  const auto w = ToBf16(RandomVector(n * k, 51));
+  // Matmul, bf16 in and out; and fp32 logits from bf16 activations.
+  std::vector<float> y32(m * n);
+  cpu::Matmul({x.data(), w.data(), DType::kBF16, y32.data(), m, n, k});
+  std::vector<uint16_t> y_bf(m * n);
+  cpu::Matmul(
+      {x_bf.data(), w.data(), DType::kBF16, y_bf.data(), m, n, k, DType::kBF16, DType::kBF16});
+  EXPECT_EQ(y_bf, ToBf16(y32));  // exactly the fp32 result rounded once
+  std::vector<float> logits(m * n);
+  cpu::Matmul(
+      {x_bf.data(), w.data(), DType::kBF16, logits.data(), m, n, k, DType::kBF16, DType::kF32});
+  EXPECT_TRUE(SameBits(logits, y32));
+
+  // RmsNorm, Rope, SwiGlu, MoeCombine, Embedding, GatherRows, GroupedMatmul on bf16.
+  std::vector<float> norm32(m * k);
+  cpu::RmsNorm({x.data(), w.data(), DType::kBF16, norm32.data(), m, k, 1e-5f});
+  std::vector<uint16_t> norm_bf(m * k);
+  cpu::RmsNorm({x_bf.data(), w.data(), DType::kBF16, norm_bf.data(), m, k, 1e-5f, DType::kBF16});
+  EXPECT_EQ(norm_bf, ToBf16(norm32));
+
+  auto q32 = x, k32 = x;
+  auto q_bf = x_bf, k_bf = x_bf;
+  const std::vector<int32_t> pos = {0, 3, 9, 100, 7000};
+  cpu::Rope({q32.data(), k32.data(), pos.data(), m, 2, 2, k / 2, 1e6f});
+  cpu::Rope({q_bf.data(), k_bf.data(), pos.data(), m, 2, 2, k / 2, 1e6f, DType::kBF16});
+  EXPECT_EQ(q_bf, ToBf16(q32));
+
+  std::vector<float> act32(m * k);
+  cpu::SwiGlu({x.data(), norm32.data(), act32.data(), m * k});
+  const auto norm_r = FromBf16(norm_bf);
+  std::vector<float> act_ref(m * k);
+  cpu::SwiGlu({x.data(), norm_r.data(), act_ref.data(), m * k});
+  std::vector<uint16_t> act_bf(m * k);
+  cpu::SwiGlu({x_bf.data(), norm_bf.data(), act_bf.data(), m * k, DType::kBF16});
+  EXPECT_EQ(act_bf, ToBf16(act_ref));
+
+  const std::vector<int32_t> src_rows = {4, 1, 0, 2};
+  const std::vector<float> cw = {0.3f, 0.7f, 0.6f, 0.4f};
+  std::vector<float> comb32(2 * k);
+  cpu::MoeCombine({x.data(), src_rows.data(), cw.data(), comb32.data(), 2, 2, k, m});
+  std::vector<uint16_t> comb_bf(2 * k);
+  cpu::MoeCombine(
+      {x_bf.data(), src_rows.data(), cw.data(), comb_bf.data(), 2, 2, k, m, DType::kBF16});
+  EXPECT_EQ(comb_bf, ToBf16(comb32));
+
+  const std::vector<int32_t> ids = {2, 0, 99};  // 99: out of range -> zero row
+  std::vector<uint16_t> emb(3 * k, 0xffff);
+  EmbeddingParams ep{ids.data(), w.data(), DType::kBF16, emb.data(), DType::kBF16, 3, n, k};
+  ASSERT_TRUE(Validate(ep).ok());
+  cpu::Embedding(ep);
+  EXPECT_EQ(std::vector<uint16_t>(emb.begin(), emb.begin() + k),
+            std::vector<uint16_t>(w.begin() + 2 * k, w.begin() + 3 * k));
+  for (int64_t h = 0; h < k; ++h) EXPECT_EQ(Bf16ToF32(emb[2 * k + h]), 0.0f);
+
+  const GroupedCase c;
+  const auto gx = RoundedToBf16(c.x);
+  const auto gx_bf = ToBf16(gx);
+  std::vector<float> g32(c.rows() * c.n);
+  std::vector<uint16_t> g_bf(c.rows() * c.n);
+  cpu::GroupedMatmul(c.Params(gx.data(), g32.data(), DType::kF32, true));
+  cpu::GroupedMatmul(c.Params(gx_bf.data(), g_bf.data(), DType::kBF16, true));
+  EXPECT_EQ(g_bf, ToBf16(g32));  // fused: silu(gate) * up in fp32, one rounding
+  ExpectNearBf16(g_bf, g32, 1.0f / 128);
+
+  EXPECT_FALSE(Validate(SwiGluParams{x.data(), x.data(), act32.data(), 1, DType::kF16}).ok());
+}
+
+TEST(KvCacheDTypeTest, Bf16CacheIsTheFp32CacheOfRoundedValuesAndNegativeSlotsAreSkipped) {
+  const int64_t hq = 4, hkv = 2, d = 8, block = 4, num_blocks = 4, tokens = 6;
+  const int64_t row = hkv * d;
+  const auto k = RandomVector(tokens * row, 60), v = RandomVector(tokens * row, 61);
+  const std::vector<int64_t> slots = {5, 6, -1, 7, 8, 9};  // token 2 is padding
+  std::vector<float> k32(num_blocks * block * row, 0.0f), v32 = k32;
+  std::vector<uint16_t> k16(k32.size(), 0), v16(k32.size(), 0);
+  KvWriteParams w32{k.data(), v.data(), k32.data(), v32.data(),        slots.data(),
+                    tokens,   hkv,      d,          num_blocks * block};
+  ASSERT_TRUE(Validate(w32).ok());
+  ASSERT_TRUE(ValidateIndices(w32, slots.data()).ok());
+  cpu::KvWrite(w32);
+  KvWriteParams w16 = w32;
+  w16.k_cache = k16.data();
+  w16.v_cache = v16.data();
+  w16.kv_dtype = DType::kBF16;
+  cpu::KvWrite(w16);
+  EXPECT_EQ(k16, ToBf16(k32));
+  EXPECT_EQ(v16, ToBf16(v32));
+  for (int64_t i = 0; i < row; ++i) EXPECT_EQ(k32[4 * row + i], 0.0f);  // slot 4 untouched
+  const std::vector<int64_t> past_end = {16};
+  EXPECT_FALSE(ValidateIndices(w32, past_end.data()).ok());
+
+  // Attention over the bf16 cache == attention over an fp32 cache of the rounded values.
+  const auto k32r = RoundedToBf16(k32), v32r = RoundedToBf16(v32);
+  const auto q = RandomVector(2 * hq * d, 62);
+  const std::vector<int32_t> table = {1, 2, 3, 0}, query_start = {0, 2}, context_lens = {5};
+  PagedAttentionParams p;
+  p.q = q.data();
+  p.k_cache = k32r.data();
+  p.v_cache = v32r.data();
+  p.block_tables = table.data();
+  p.query_start = query_start.data();
+  p.context_lens = context_lens.data();
+  p.num_seqs = 1;
+  p.num_tokens = 2;
+  p.num_q_heads = hq;
+  p.num_kv_heads = hkv;
+  p.head_dim = d;
+  p.block_size = block;
+  p.max_blocks_per_seq = 4;
+  p.num_blocks = num_blocks;
+  p.scale = 0.3f;
+  std::vector<float> out32(2 * hq * d), out16(2 * hq * d);
+  p.out = out32.data();
+  cpu::PagedAttention(p);
+  p.k_cache = k16.data();
+  p.v_cache = v16.data();
+  p.kv_dtype = DType::kBF16;
+  p.out = out16.data();
+  ASSERT_TRUE(Validate(p).ok());
+  cpu::PagedAttention(p);
+  EXPECT_TRUE(SameBits(out32, out16));
+}
+
+TEST(CpuBackendTest, MemoryCopiesEventsAndNoCuda) {
+  auto backend = MakeCpuBackend(1);
+  EXPECT_EQ(backend->activation_dtype(), DType::kF32);
+  EXPECT_EQ(backend->kv_dtype(), DType::kF32);
+  EXPECT_NE(backend->Describe().find("cpu"), std::string::npos);
+  auto a = backend->Allocate(64);
+  auto b = backend->AllocateScratch(64);
+  auto h = backend->AllocateHost(64);
+  ASSERT_TRUE(a.ok() && b.ok() && h.ok());
+  std::memset(h->data(), 7, 64);
+  ASSERT_TRUE(backend->CopyToDevice(a->data(), h->data(), 64).ok());
+  ASSERT_TRUE(backend->CopyOnDeviceAsync(b->data(), a->data(), 64).ok());
+  ASSERT_TRUE(backend->MemsetAsync(a->data(), 0, 64).ok());
+  std::vector<uint8_t> back(64);
+  ASSERT_TRUE(backend->CopyToHost(back.data(), b->data(), 64).ok());
+  EXPECT_EQ(back, std::vector<uint8_t>(64, 7));
+  auto event = backend->CreateEvent();
+  ASSERT_TRUE(event.ok());
+  EXPECT_TRUE(backend->RecordEvent(**event).ok());
+  EXPECT_TRUE(backend->WaitEvent(**event).ok());
+  auto info = backend->MemoryInfo();
+  ASSERT_TRUE(info.ok());
+  EXPECT_GT(info->total_bytes, 0u);
+  EXPECT_LE(info->free_bytes, info->total_bytes);
+  EXPECT_FALSE(backend->SupportsGraphs());
+  EXPECT_EQ(backend->BeginCapture().code(), absl::StatusCode::kUnimplemented);
+  // A CPU-only build links a MakeCudaBackend that says so.
+  if (!MakeCudaBackend(0).ok()) SUCCEED();
 }
 
 }  // namespace
