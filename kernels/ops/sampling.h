@@ -22,12 +22,16 @@
 //    tokens are identical unless the draw u * total, or a top_p cut (mass before a token vs
 //    top_p * total), lies within a relative ~1e-12 of a boundary: probability ~1e-12 per row
 //    for random data, never hit by the tests' grids.
-//  - Logprobs: log_softmax in double on both, rounded to fp32: equal within 1 fp32 ulp
-//    (|a - b| <= 1e-6 * max(1, |a|) is a safe check); kImpossibleLogprob exactly where the
-//    other backend has it. top_logprobs ids identical (an exact selection on fp32 values).
-//  - NaN logits: never sampled (greedy picks id 0 only when logits[0] is NaN, as ArgMax does);
-//    a row with a NaN logit reports kSampleImpossibleLogprob for every logprob, and NaN ranks
-//    below -inf in top_logprobs.
+//  - Logprobs: log_softmax in double on both, then rounded to fp32. The doubles differ by
+//    ~1e-14 absolute (summation order, exp/log ulps), which is 0-1 fp32 ulp for |logprob| >~ 1e-6
+//    but can be many ulps of a tiny logprob (-2.3e-10 vs -2.3e-10 + 7e-15): check
+//    |a - b| <= 1e-6 * max(1, |a|). kSampleImpossibleLogprob exactly where the other backend has
+//    it. top_logprobs ids identical (an exact selection on fp32 values).
+//  - NaN logits: never sampled, except that the argmax (greedy rows, or rows without a finite
+//    maximum) is id 0 when logits[0] is NaN, as cpu::ArgMax; a raw row with a NaN reports
+//    kSampleImpossibleLogprob for every logprob; NaN ranks after -inf in top_logprobs.
+//  - Row parameters outside runtime::SamplingParams::Validate's ranges (NaN temperature,
+//    top_p <= 0, ...) are not supported: the device cannot report them, and backends may differ.
 #pragma once
 
 #include <cstddef>
