@@ -25,8 +25,8 @@ cudaDataType_t ToCudaType(DType t) {
 
 absl::Status LtStatus(cublasStatus_t st, const char* what) {
   if (st == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("cuBLASLt ", what, ": ", cublasGetStatusName(st), " (",
-                                          cublasGetStatusString(st), ")"));
+  return absl::InternalError(absl::StrCat("cuBLASLt ", what, ": ", cublasLtGetStatusName(st), " (",
+                                          cublasLtGetStatusString(st), ")"));
 }
 
 // The descriptors of one call shape; destroyed with the object.
