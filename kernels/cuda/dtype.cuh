@@ -164,9 +164,9 @@ __device__ __forceinline__ void StoreVec(T* p, const float (&in)[N]) {
 #pragma unroll
   for (int c = 0; c < N / kVec16<T>; ++c) {
     const float* i = in + c * kVec16<T>;
-    reinterpret_cast<uint4*>(p)[c] = make_uint4(F32ToWord<T>(i), F32ToWord<T>(i + kPerWord),
-                                                F32ToWord<T>(i + 2 * kPerWord),
-                                                F32ToWord<T>(i + 3 * kPerWord));
+    reinterpret_cast<uint4*>(p)[c] =
+        make_uint4(F32ToWord<T>(i), F32ToWord<T>(i + kPerWord), F32ToWord<T>(i + 2 * kPerWord),
+                   F32ToWord<T>(i + 3 * kPerWord));
   }
 }
 
