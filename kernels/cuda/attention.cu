@@ -31,10 +31,12 @@
 //
 // Expected performance (H200, bf16 KV, head_dim 128, group 4): decode is memory-bound; with many
 // sequences (>= ~64 x 8 kv heads CTAs) it should read the KV cache at a good fraction of HBM
-// bandwidth (K/V staged with 16-byte loads, 4 loads in flight per lane, ~6 CTAs/SM). A single
-// long sequence only gets num_kv_heads CTAs (8 x 4 warps), i.e. a few % of the bandwidth: there
-// is no split-KV across CTAs yet. Prefill runs on fp32 FMA (no tensor cores): ~10-20x slower
-// than FlashAttention-2/FlashInfer prefill; each CTA re-reads its keys (from L2) for only 16 rows.
+// bandwidth (K/V staged with 16-byte loads, 4 loads in flight per lane; 168 registers, so
+// 3 CTAs = 12 warps per SM). A single long sequence only gets num_kv_heads CTAs (8 x 4 warps),
+// i.e. a few % of the bandwidth: there is no split-KV across CTAs yet. Prefill runs on fp32 FMA
+// (no tensor cores): ~10-20x slower than FlashAttention-2/FlashInfer prefill, and each CTA
+// re-reads its keys (from L2) for only 16 rows. A mixed batch launches about one spare CTA per
+// sequence and kv head, which exits after one barrier.
 // Upgrade path: FlashInfer's header-only paged prefill/decode kernels (same NHD layout), see
 // docs/libraries.md.
 // Known limits: head_dim <= 256; fp32 KV with head_dim > 128 needs ~140 KB of shared memory

@@ -12,15 +12,15 @@
 // Tensor-core path (bf16 x, bf16 w, k % 8 == 0): BN = 64, BK = 32, BM in {16, 32, 64} chosen on
 // the host from max_rows / num_experts (decode: 16, so a 1-16-row expert does not load a 64-row
 // x tile or do 4x the MMAs). 4 warps, warp w owns columns [16w, 16w+16) and BM/16 WMMA
-// 16x16x16 bf16 fragments with fp32 accumulators; a 3-stage cp.async (16-byte, zero-filling)
-// pipeline streams x and w tiles through shared memory. The SwiGLU form keeps gate and up
-// accumulators for the same rows/columns and writes silu(g) * u rounded once.
-// Fixed k order, identical for every BM: each output element is one accumulator fragment element
-// updated by mma_sync over k16 steps in ascending k (BK chunks in order, two k16 steps per
-// chunk); BM only changes how many 16-row fragments a warp holds, never the fragment shape, the
-// k steps or the order, and the MMA for an element does not depend on the other rows' values.
-// Rows past the expert's range and k past k are zero-filled (the padding depends on k only).
-// So a row's bits do not depend on how many rows share its tile or on the BM choice.
+// 16x16x16 bf16 fragments with fp32 accumulators; a cp.async (16-byte, zero-filling)
+// pipeline of 3-7 stages (as many as fit in 48 KB) streams x and w tiles through shared memory. The
+// SwiGLU form keeps gate and up accumulators for the same rows/columns and writes silu(g) * u
+// rounded once. Fixed k order, identical for every BM: each output element is one accumulator
+// fragment element updated by mma_sync over k16 steps in ascending k (BK chunks in order, two k16
+// steps per chunk); BM only changes how many 16-row fragments a warp holds, never the fragment
+// shape, the k steps or the order, and the MMA for an element does not depend on the other rows'
+// values. Rows past the expert's range and k past k are zero-filled (the padding depends on k
+// only). So a row's bits do not depend on how many rows share its tile or on the BM choice.
 //
 // FMA path (any other dtype pair: fp32/fp16 weights, fp32 activations): BM = 32, BN = 64,
 // BK = 32, 128 threads each owning 4x4 outputs (x2 for SwiGLU), operands converted to fp32 in
@@ -73,7 +73,6 @@ __device__ __forceinline__ float Silu(float g) { return g / (1.0f + expf(-g)); }
 
 // ---- Tensor-core path (bf16 x, bf16 w) -----------------------------------------------------
 
-constexpr int kStages = 3;
 constexpr int kBKPad = kBK + 8;     // smem row pitch in bf16 (80 bytes: 16-byte aligned, fewer
                                     // bank conflicts; a multiple of 8 as WMMA requires)
 constexpr int kEpiPitch = kBN + 4;  // fp32 epilogue row pitch (multiple of 4 as WMMA requires)
@@ -110,6 +109,11 @@ template <int kBM, bool kSwiGlu>
 struct WmmaSmem {
   static constexpr int kWeightMats = kSwiGlu ? 2 : 1;
   static constexpr int kStageElems = (kBM + kWeightMats * kBN) * kBKPad;  // bf16 per stage
+  // As many pipeline stages as fit in 48 KB of static shared memory (3..7): small-BM (decode)
+  // tiles are few and weight-bound, so they keep more weight bytes in flight per CTA.
+  static constexpr int kMaxStages = 48 * 1024 / (kStageElems * 2);
+  static constexpr int kStages = kMaxStages > 7 ? 7 : kMaxStages;
+  static_assert(kStages >= 3, "pipeline needs at least 3 stages");
   static constexpr int kPipeBytes = kStages * kStageElems * 2;
   static constexpr int kEpiBytes = kWeightMats * kBM * kEpiPitch * 4;
   static constexpr int kBytes = kPipeBytes > kEpiBytes ? kPipeBytes : kEpiBytes;
@@ -120,6 +124,7 @@ __global__ void __launch_bounds__(kThreads) GroupedMatmulWmmaKernel(const Groupe
   using namespace nvcuda;
   using Smem = WmmaSmem<kBM, kSwiGlu>;
   constexpr int kMFrags = kBM / 16;
+  constexpr int kStages = Smem::kStages;
   __shared__ __align__(128) unsigned char smem[Smem::kBytes];
 
   int expert, row_begin, row_end;
