@@ -164,6 +164,28 @@ int32_t Sampler::Draw(const float* logits, int64_t vocab) {
       kcpu::SampleDrawBits(stream_key_, static_cast<uint64_t>(num_output_tokens_)));
 }
 
+void Sampler::AppendSampleRow(kernels::SampleRow* row, std::vector<int32_t>* history_tokens,
+                              std::vector<int32_t>* history_output_counts,
+                              std::vector<uint8_t>* history_in_prompt) const {
+  row->temperature = params_.temperature;
+  row->top_k = params_.top_k;
+  row->top_p = params_.top_p;
+  row->min_p = params_.min_p;
+  row->repetition_penalty = params_.repetition_penalty;
+  row->frequency_penalty = params_.frequency_penalty;
+  row->presence_penalty = params_.presence_penalty;
+  row->num_top_logprobs = params_.logprobs ? params_.top_logprobs : 0;
+  row->stream_key = stream_key_;
+  row->draw_index = static_cast<uint64_t>(num_output_tokens_);
+  row->history_begin = static_cast<int32_t>(history_tokens->size());
+  for (const auto& [token, seen] : history_) {
+    history_tokens->push_back(token);
+    history_output_counts->push_back(seen.output_count);
+    history_in_prompt->push_back(seen.in_prompt ? 1 : 0);
+  }
+  row->history_end = static_cast<int32_t>(history_tokens->size());
+}
+
 void Sampler::Record(int32_t token) {
   ++num_output_tokens_;
   if (PenaltiesOn()) ++history_[token].output_count;

@@ -238,6 +238,69 @@ TEST(SamplingOpTest, MatchesTheSamplerAtVocabOne) {
   EXPECT_EQ(CompareWithSampler(3, 1, 20, 3), 60);
 }
 
+// The engine's path to the device sampler: Sampler::AppendSampleRow builds the rows, the op
+// samples, Sampler::RecordSampled records; it must follow the Sampler's own Sample exactly.
+TEST(SamplingOpTest, AppendSampleRowFollowsTheSampler) {
+  std::mt19937_64 rng(5);
+  const int64_t vocab = 37, rows = 120;
+  std::vector<runtime::Sampler> oracle, device;
+  for (int64_t r = 0; r < rows; ++r) {
+    const runtime::SamplingParams params = RandomParams(rng);  // always seeded
+    std::vector<int32_t> prompt(std::uniform_int_distribution<size_t>(0, 12)(rng));
+    for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % (vocab + 2));
+    const auto choice = static_cast<int32_t>(rng() % static_cast<uint64_t>(params.n));
+    oracle.emplace_back(params, prompt, choice);
+    device.emplace_back(params, prompt, choice);
+  }
+  for (int step = 0; step < 12; ++step) {
+    std::vector<float> logits;
+    for (int64_t r = 0; r < rows; ++r) {
+      const std::vector<float> row = RandomLogits(rng, vocab);
+      logits.insert(logits.end(), row.begin(), row.end());
+    }
+    std::vector<SampleRow> row_params(rows);
+    std::vector<int32_t> history_tokens, history_counts;
+    std::vector<uint8_t> history_in_prompt;
+    for (int64_t r = 0; r < rows; ++r) {
+      device[static_cast<size_t>(r)].AppendSampleRow(&row_params[static_cast<size_t>(r)],
+                                                     &history_tokens, &history_counts,
+                                                     &history_in_prompt);
+    }
+    std::vector<int32_t> tokens(rows);
+    std::vector<float> logprobs(rows);
+    std::vector<int32_t> top_tokens(rows * kMaxTop);
+    std::vector<float> top_logprobs(rows * kMaxTop);
+    SampleParams p;
+    p.logits = logits.data();
+    p.row_params = row_params.data();
+    p.history_tokens = history_tokens.data();
+    p.history_output_counts = history_counts.data();
+    p.history_in_prompt = history_in_prompt.data();
+    p.num_history = static_cast<int64_t>(history_tokens.size());
+    p.out_tokens = tokens.data();
+    p.out_logprobs = logprobs.data();
+    p.out_top_tokens = top_tokens.data();
+    p.out_top_logprobs = top_logprobs.data();
+    p.rows = rows;
+    p.vocab = vocab;
+    p.max_top_logprobs = kMaxTop;
+    ASSERT_TRUE(Validate(p).ok()) << Validate(p);
+    cpu::Sample(p);
+    for (int64_t r = 0; r < rows; ++r) {
+      runtime::Sampler& s = oracle[static_cast<size_t>(r)];
+      const runtime::SampledToken want = s.SampleWithLogprobs(logits.data() + r * vocab, vocab);
+      ASSERT_EQ(tokens[static_cast<size_t>(r)], want.token) << "step " << step << " row " << r;
+      if (s.params().logprobs) {
+        EXPECT_EQ(logprobs[static_cast<size_t>(r)], want.logprob);
+        for (size_t j = 0; j < want.top_logprobs.size(); ++j) {
+          EXPECT_EQ(top_tokens[static_cast<size_t>(r * kMaxTop) + j], want.top_logprobs[j].first);
+        }
+      }
+      device[static_cast<size_t>(r)].RecordSampled(tokens[static_cast<size_t>(r)]);
+    }
+  }
+}
+
 // A row's result depends on that row alone: sampled alone or in a batch, first or last.
 TEST(SamplingOpTest, RowsAreIndependentOfTheBatch) {
   std::mt19937_64 rng(4);
