@@ -30,11 +30,21 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/backend.h"
+#include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/cublaslt_matmul.h"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/device.cuh"
-#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/embedding.cuh"
+#include "kernels/cuda/grouped_matmul.cuh"
+#include "kernels/cuda/kv_write.cuh"
 #include "kernels/cuda/matmul.cuh"
+#include "kernels/cuda/moe_align.cuh"
+#include "kernels/cuda/moe_permute.cuh"
+#include "kernels/cuda/rmsnorm.cuh"
+#include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/router.cuh"
+#include "kernels/cuda/sampling.cuh"
 
 namespace moeserve::kernels {
 namespace {
