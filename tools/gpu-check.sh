@@ -23,7 +23,7 @@
 # same; the CUDA cases then skip and are reported as failures, so the exit status is non-zero
 # by design (the summary says so).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 dry_run=0
 [[ "${1:-}" == --dry-run ]] && dry_run=1
 bins=${MOESERVE_GPU_BINS:-gpu-bins}
