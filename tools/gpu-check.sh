@@ -96,6 +96,7 @@ cublas_dir=""
 } >"$work/libraries.txt" 2>&1
 echo "cublasLt: ${cublas_dir:-NOT FOUND}" >>"$summary"
 [[ -z "$cublas_dir" ]] && fail "libcublasLt.so.13 not found (see libraries.txt in the tarball)"
+export MOESERVE_MATMUL_LOG=1  # the CUDA backend logs its cuBLASLt choice per matmul shape
 export LD_LIBRARY_PATH="$PWD/$bins/lib${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >>"$work/libraries.txt"
 

@@ -1,6 +1,8 @@
 #include "kernels/cuda/cublaslt_matmul.h"
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <utility>
 #include <vector>
 
@@ -100,14 +102,11 @@ const std::optional<cublasLtMatmulAlgo_t>& CublasLtMatmul::Choose(const MatmulPa
       at_one_row.Init(p, 1) == CUBLAS_STATUS_SUCCESS &&
       cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS) {
     const uint64_t max_workspace = workspace_bytes_;
-    // Only algorithms without a split-K reduction (the reduction would split each k-sum in a
-    // way the heuristic may tie to the shape).
-    const uint32_t reduction_mask = CUBLASLT_REDUCTION_SCHEME_NONE;
     const uint32_t alignment = kRequiredAlignment;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                          &max_workspace, sizeof(max_workspace));
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                         &reduction_mask, sizeof(reduction_mask));
+    // No reduction-scheme mask: whether a mask of NONE (= 0) filters everything out is not
+    // documented. Split-K is switched off on each candidate below instead.
     for (auto attr :
          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
           CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
@@ -122,7 +121,8 @@ const std::optional<cublasLtMatmulAlgo_t>& CublasLtMatmul::Choose(const MatmulPa
       for (int i = 0; i < found && !chosen; ++i) {
         if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
         cublasLtMatmulAlgo_t algo = results[i].algo;
-        // Force split-K off explicitly (the mask above should already guarantee it).
+        // Split-K off: one thread block reduces each output over all of k, in an order set by
+        // the algorithm and k alone.
         const int32_t splitk = 1;
         const uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
         if (cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk,
@@ -151,7 +151,16 @@ const std::optional<cublasLtMatmulAlgo_t>& CublasLtMatmul::Choose(const MatmulPa
     }
   }
   if (pref) cublasLtMatmulPreferenceDestroy(pref);
-  return algos_.emplace(key, chosen).first->second;
+  auto inserted = algos_.emplace(key, chosen);
+  if (const char* log = std::getenv("MOESERVE_MATMUL_LOG"); log != nullptr && log[0] == '1') {
+    // One line per shape, for the GPU check's logs (which kernel each shape runs).
+    std::fprintf(stderr, "moeserve matmul n=%lld k=%lld x=%s w=%s y=%s: %s\n",
+                 static_cast<long long>(p.n), static_cast<long long>(p.k),
+                 std::string(DTypeName(p.x_dtype)).c_str(),
+                 std::string(DTypeName(p.w_dtype)).c_str(),
+                 std::string(DTypeName(p.y_dtype)).c_str(), DescribeChoice(p).c_str());
+  }
+  return inserted.first->second;
 }
 
 bool CublasLtMatmul::Run(const MatmulParams& p, cudaStream_t stream, absl::Status* error) {

@@ -13,6 +13,8 @@
 // column-major, so we compute the column-major y^T [n, m] = op_T(w^T [k, n]) * x^T [k, m]:
 // A = w (k x n, ld k, transposed), B = x (k x m, ld k), D = y (n x m, ld n).
 //
+// MOESERVE_MATMUL_LOG=1 prints each shape's choice to stderr once (tools/gpu-check.sh sets it).
+//
 // Threading: one instance per backend, used by that backend's thread only.
 #pragma once
 
