@@ -10,9 +10,9 @@
 # (MOESERVE_KERNELS_ONLY=ON), CUDA code for sm_90a only (H100/H200: small binaries, no JIT), cudart
 # linked statically. cuBLASLt is NOT bundled (~500 MB): gpu-check.sh finds libcublasLt.so.13 on
 # the GPU machine (the torch wheels' nvidia/cu13/lib or nvidia/cublas/lib, else the CUDA toolkit).
-# The other shared libraries the binaries need beyond glibc (abseil, libgomp, libstdc++,
-# libgcc_s) are copied into gpu-bins/lib, so the binaries do not depend on what that machine has
-# installed; gpu-check.sh puts gpu-bins/lib on LD_LIBRARY_PATH.
+# The other shared libraries the binaries need beyond glibc are copied: abseil and libgomp into
+# gpu-bins/lib (always used), libstdc++ and libgcc_s into gpu-bins/lib-fallback (used only when
+# the GPU machine's own are too old: ours need glibc >= 2.36). gpu-check.sh sets LD_LIBRARY_PATH.
 #
 # Staged: gpu-bins/bin/<test or bench> (stripped), gpu-bins/lib/*.so*, gpu-bins/MANIFEST.txt
 # (commit, toolchain, the binaries gpu-check.sh must find). At most 64 MiB in all (the device
@@ -62,9 +62,14 @@ for bin in "$stage"/bin/*; do
     esac
   done < <(ldd "$bin" | sed -n 's/^\s*\(\S*\) => \(\S*\) .*/\1 \2/p')
 done
+# libstdc++ and libgcc_s go to lib-fallback/: the GPU machine's own copies are used when they are
+# new enough (ours from this machine need its glibc, 2.36: arc4random), ours only when not.
+mkdir -p "$stage/lib-fallback"
 for name in "${!bundled[@]}"; do
-  cp -L "${bundled[$name]}" "$stage/lib/$name"
-  strip --strip-unneeded "$stage/lib/$name" 2>/dev/null || true
+  dest=$stage/lib
+  [[ "$name" == libstdc++* || "$name" == libgcc_s* ]] && dest=$stage/lib-fallback
+  cp -L "${bundled[$name]}" "$dest/$name"
+  strip --strip-unneeded "$dest/$name" 2>/dev/null || true
 done
 
 {
@@ -76,11 +81,12 @@ done
   echo "cuda archs: $(sed -n 's/^CMAKE_CUDA_ARCHITECTURES:[A-Z]*=//p' "$build/CMakeCache.txt")"
   echo "needs from the GPU machine: the NVIDIA driver (>= CUDA 13.0), libcublasLt.so.13"
   echo "bundled libs: $(cd "$stage/lib" && ls | tr '\n' ' ')"
+  echo "fallback libs: $(cd "$stage/lib-fallback" && ls | tr '\n' ' ')"
   for bin in "$stage"/bin/*; do echo "binary: ${bin##*/}"; done
 } >"$stage/MANIFEST.txt"
 
 total=$(du -sb "$stage" | cut -f1)
-du -b "$stage"/bin/* "$stage"/lib/* | sort -n | awk '{printf "  %8.2f MiB  %s\n", $1 / 1048576, $2}'
+du -b "$stage"/bin/* "$stage"/lib/* "$stage"/lib-fallback/* | sort -n | awk '{printf "  %8.2f MiB  %s\n", $1 / 1048576, $2}'
 awk -v t="$total" -v s="$stage" 'BEGIN { printf "%s: %.2f MiB in all (limit 64 MiB)\n", s, t / 1048576 }'
 if ((total > limit_bytes)); then
   echo "build-gpu-bins: $stage is over the 64 MiB a device call can carry" >&2

@@ -98,18 +98,27 @@ echo "cublasLt: ${cublas_dir:-NOT FOUND}" >>"$summary"
 [[ -z "$cublas_dir" ]] && fail "libcublasLt.so.13 not found (see libraries.txt in the tarball)"
 export MOESERVE_MATMUL_LOG=1  # the CUDA backend logs its cuBLASLt choice per matmul shape
 export LD_LIBRARY_PATH="$PWD/$bins/lib${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >>"$work/libraries.txt"
 
 mapfile -t expected < <(sed -n 's/^binary: //p' "$bins/MANIFEST.txt" 2>/dev/null)
 [[ ${#expected[@]} -eq 0 ]] && fail "$bins/MANIFEST.txt lists no binaries"
 for name in "${expected[@]}"; do
   [[ -x "$bins/bin/$name" ]] || fail "binary $name (in MANIFEST.txt) is missing from $bins/bin"
 done
+# The machine's own libstdc++/libgcc_s unless a binary needs newer ones than it has.
+unresolved() { for b in "$bins"/bin/*; do ldd "$b" 2>&1 | grep "not found"; done; }
+if [[ -n "$(unresolved)" && -d "$bins/lib-fallback" ]]; then
+  { echo "without lib-fallback:"; unresolved; } >>"$work/libraries.txt"
+  export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PWD/$bins/lib-fallback"
+  echo "libstdc++: the bundled fallback (the machine's is too old or missing)" >>"$summary"
+else
+  echo "libstdc++: the machine's own" >>"$summary"
+fi
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >>"$work/libraries.txt"
 for bin in "$bins"/bin/*; do
   echo "== ${bin##*/}" >>"$work/libraries.txt"
   ldd "$bin" >>"$work/libraries.txt" 2>&1
-  if ldd "$bin" 2>/dev/null | grep -q "not found"; then
-    fail "${bin##*/}: $(ldd "$bin" | grep 'not found' | tr -s ' \t\n' ' ')"
+  if ldd "$bin" 2>&1 | grep -q "not found"; then
+    fail "${bin##*/}: $(ldd "$bin" 2>&1 | grep 'not found' | tr -s ' \t\n' ' ')"
   fi
 done
 cuda_runtime=$(sed -n 's/^nvcc: //p' "$bins/MANIFEST.txt" 2>/dev/null)
