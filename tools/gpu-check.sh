@@ -196,7 +196,7 @@ for bin in "$bins"/bin/*bench*; do
   timeout "$limit" "$bin" >"$work/$name.log" 2>&1
   rc=$?
   echo "bench $name: exit $rc (log in the tarball)" >>"$summary"
-  tail -5 "$work/$name.log" | sed 's/^/    /' >>"$summary"
+  sed "s/^/    /" "$work/$name.log" | head -80 >>"$summary"
   [[ $rc != 0 ]] && fail "benchmark $name exited $rc"
 done
 
