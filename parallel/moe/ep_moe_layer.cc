@@ -1,5 +1,6 @@
 #include "parallel/moe/ep_moe_layer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -37,16 +38,42 @@ absl::Status Timed(double* seconds, Fn fn) {
   return st;
 }
 
+// Host data of one call that device work may still read: it must outlive the final
+// Synchronize (RunExpertParallelMoeLayer owns it).
+struct EpHostState {
+  std::vector<int32_t> expert_ids;  // [num_tokens, top_k], copied back from the router
+  EpSendPlan send;
+  EpRecvPlan recv;
+  std::vector<kernels::DeviceBuffer> scratch;  // device buffers of this call
+};
+
+// A scratch buffer of `bytes` (at least 1, so its pointer is never null).
+absl::StatusOr<void*> Scratch(kernels::Backend& backend, EpHostState& host, size_t bytes) {
+  MOESERVE_ASSIGN_OR_RETURN(kernels::DeviceBuffer buf,
+                            backend.AllocateScratch(std::max<size_t>(bytes, 1)));
+  host.scratch.push_back(std::move(buf));
+  return host.scratch.back().data();
+}
+
+// A device copy of a host index array (which stays alive in `host`).
+absl::StatusOr<const int32_t*> Upload(kernels::Backend& backend, EpHostState& host,
+                                      const std::vector<int32_t>& v) {
+  MOESERVE_ASSIGN_OR_RETURN(void* dst, Scratch(backend, host, sizeof(int32_t) * v.size()));
+  MOESERVE_RETURN_IF_ERROR(backend.CopyToDeviceAsync(dst, v.data(), sizeof(int32_t) * v.size()));
+  return static_cast<const int32_t*>(dst);
+}
+
 // The layer's work; local failures are turned into an abort by the caller.
 absl::Status Run(kernels::Backend& backend, const MoeLayerShape& shape,
                  const MoeLayerWeights& weights, int64_t layer, const ExpertParallelContext& ep,
-                 const float* x, int64_t num_tokens, float* out, const float* logit_bias,
-                 EpLayerTrace* trace, bool* local_error) {
+                 const void* x, int64_t num_tokens, void* out, const float* logit_bias,
+                 EpLayerTrace* trace, EpHostState& host, bool* local_error) {
   Communicator& comm = *ep.comm;
   const ExpertPlacement& placement = *ep.placement;
   const int rank = comm.rank(), world = comm.world_size();
-  const int64_t hidden = shape.hidden, experts = shape.num_experts;
-  const int64_t row_bytes = hidden * static_cast<int64_t>(sizeof(float));
+  const int64_t hidden = shape.hidden, experts = shape.num_experts, top_k = shape.top_k;
+  const int64_t row_bytes =
+      hidden * static_cast<int64_t>(kernels::DTypeSize(backend.activation_dtype()));
   double comm_seconds = 0;
   if (placement.world_size() != world || placement.num_experts() != experts || layer < 0 ||
       layer >= placement.num_layers()) {
@@ -60,12 +87,25 @@ absl::Status Run(kernels::Backend& backend, const MoeLayerShape& shape,
     if (!st.ok()) *local_error = true;
     return st;
   };
+#define MOESERVE_LOCAL_ASSIGN(lhs, expr)                                        \
+  auto MOESERVE_CONCAT(_ep_or_, __LINE__) = (expr);                             \
+  MOESERVE_RETURN_IF_ERROR(local(MOESERVE_CONCAT(_ep_or_, __LINE__).status())); \
+  lhs = *std::move(MOESERVE_CONCAT(_ep_or_, __LINE__))
 
-  RoutedTokens routed;
-  MOESERVE_RETURN_IF_ERROR(
-      local(RouteTokens(backend, shape, weights.gate, x, num_tokens, logit_bias, &routed)));
-  const EpSendPlan send =
-      BuildEpSendPlan(routed.expert_ids, num_tokens, shape.top_k, placement, layer, rank);
+  // 0. Routing on the device; the expert ids come to the host to plan the exchange.
+  MOESERVE_LOCAL_ASSIGN(void* logits, Scratch(backend, host, sizeof(float) * num_tokens * experts));
+  MOESERVE_LOCAL_ASSIGN(void* ids_dev,
+                        Scratch(backend, host, sizeof(int32_t) * num_tokens * top_k));
+  MOESERVE_LOCAL_ASSIGN(void* weights_dev,
+                        Scratch(backend, host, sizeof(float) * num_tokens * top_k));
+  MOESERVE_RETURN_IF_ERROR(local(EnqueueRouter(
+      backend, shape, weights.gate, x, num_tokens, logit_bias, static_cast<float*>(logits),
+      static_cast<int32_t*>(ids_dev), static_cast<float*>(weights_dev))));
+  host.expert_ids.resize(static_cast<size_t>(num_tokens * top_k));
+  MOESERVE_RETURN_IF_ERROR(local(backend.CopyToHost(host.expert_ids.data(), ids_dev,
+                                                    sizeof(int32_t) * host.expert_ids.size())));
+  host.send = BuildEpSendPlan(host.expert_ids, num_tokens, top_k, placement, layer, rank);
+  const EpSendPlan& send = host.send;
 
   // 1. Counts: how many rows of each expert every rank sends to every other.
   std::vector<int64_t> recv_counts(static_cast<size_t>(world * experts));
@@ -75,7 +115,17 @@ absl::Status Run(kernels::Backend& backend, const MoeLayerShape& shape,
   absl::StatusOr<EpRecvPlan> recv_or =
       BuildEpRecvPlan(recv_counts, world, experts, placement, layer, rank);
   MOESERVE_RETURN_IF_ERROR(local(recv_or.status()));
-  const EpRecvPlan& recv = *recv_or;
+  host.recv = *std::move(recv_or);
+  const EpRecvPlan& recv = host.recv;
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t n = recv.expert_offsets[e + 1] - recv.expert_offsets[e];
+    if (n > 0 && !weights.experts[e].held()) {
+      *local_error = true;
+      return absl::InternalError(
+          absl::StrCat("moe: ", n, " rows were routed to expert ", e,
+                       ", whose weights this rank does not hold (placement and weights disagree)"));
+    }
+  }
 
   // 2. Dispatch: token states permuted into (destination, expert, token) order.
   const int64_t send_rows = send.num_rows(), recv_rows = recv.num_rows();
@@ -83,41 +133,56 @@ absl::Status Run(kernels::Backend& backend, const MoeLayerShape& shape,
       MakeSegments(world, row_bytes, [&](int p) { return send.rows_for_rank(p); });
   const Segments from_peers =
       MakeSegments(world, row_bytes, [&](int p) { return recv.rows_from_rank(p); });
-  kernels::DeviceBuffer send_buf = backend.Allocate(static_cast<size_t>(send_rows * row_bytes));
-  kernels::DeviceBuffer recv_buf = backend.Allocate(static_cast<size_t>(recv_rows * row_bytes));
+  MOESERVE_LOCAL_ASSIGN(void* send_buf,
+                        Scratch(backend, host, static_cast<size_t>(send_rows * row_bytes)));
+  MOESERVE_LOCAL_ASSIGN(void* recv_buf,
+                        Scratch(backend, host, static_cast<size_t>(recv_rows * row_bytes)));
+  MOESERVE_LOCAL_ASSIGN(const int32_t* send_token, Upload(backend, host, send.send_token));
   MOESERVE_RETURN_IF_ERROR(
-      local(GatherRowsFrom(backend, x, num_tokens, send.send_token, hidden, send_buf.as<float>())));
+      local(EnqueueGather(backend, x, num_tokens, send_token, send_rows, hidden, send_buf)));
+  MOESERVE_RETURN_IF_ERROR(local(backend.Synchronize()));  // the communicator reads send_buf
   MOESERVE_RETURN_IF_ERROR(Timed(&comm_seconds, [&] {
-    return comm.AllToAllV(send_buf.data(), to_peers.bytes.data(), to_peers.offsets.data(),
-                          recv_buf.data(), from_peers.bytes.data(), from_peers.offsets.data());
+    return comm.AllToAllV(send_buf, to_peers.bytes.data(), to_peers.offsets.data(), recv_buf,
+                          from_peers.bytes.data(), from_peers.offsets.data());
   }));
 
   // 3. Local experts over expert-grouped rows; results back in arrival order.
-  kernels::DeviceBuffer grouped = backend.Allocate(static_cast<size_t>(recv_rows * row_bytes));
-  kernels::DeviceBuffer grouped_out = backend.Allocate(static_cast<size_t>(recv_rows * row_bytes));
-  MOESERVE_RETURN_IF_ERROR(
-      local(GatherRowsFrom(backend, recv_buf.as<float>(), recv_rows, recv.grouped_from_recv, hidden,
-                           grouped.as<float>())));
-  MOESERVE_RETURN_IF_ERROR(
-      local(RunExpertGroups(backend, shape, weights.experts, grouped.as<float>(),
-                            recv.expert_offsets, grouped_out.as<float>())));
+  MOESERVE_LOCAL_ASSIGN(void* grouped,
+                        Scratch(backend, host, static_cast<size_t>(recv_rows * row_bytes)));
+  MOESERVE_LOCAL_ASSIGN(void* grouped_out,
+                        Scratch(backend, host, static_cast<size_t>(recv_rows * row_bytes)));
+  MOESERVE_LOCAL_ASSIGN(void* inter, Scratch(backend, host,
+                                             static_cast<size_t>(recv_rows * shape.intermediate) *
+                                                 kernels::DTypeSize(backend.activation_dtype())));
+  MOESERVE_LOCAL_ASSIGN(const int32_t* grouped_from_recv,
+                        Upload(backend, host, recv.grouped_from_recv));
+  MOESERVE_LOCAL_ASSIGN(const int32_t* recv_from_grouped,
+                        Upload(backend, host, recv.recv_from_grouped));
+  MOESERVE_LOCAL_ASSIGN(const int32_t* expert_offsets, Upload(backend, host, recv.expert_offsets));
+  MOESERVE_RETURN_IF_ERROR(local(
+      EnqueueGather(backend, recv_buf, recv_rows, grouped_from_recv, recv_rows, hidden, grouped)));
+  MOESERVE_RETURN_IF_ERROR(local(EnqueueExperts(backend, shape, weights.tables, grouped,
+                                                expert_offsets, recv_rows, inter, grouped_out)));
   // recv_buf is free again: reuse it for the outgoing results.
-  MOESERVE_RETURN_IF_ERROR(
-      local(GatherRowsFrom(backend, grouped_out.as<float>(), recv_rows, recv.recv_from_grouped,
-                           hidden, recv_buf.as<float>())));
+  MOESERVE_RETURN_IF_ERROR(local(EnqueueGather(backend, grouped_out, recv_rows, recv_from_grouped,
+                                               recv_rows, hidden, recv_buf)));
+  MOESERVE_RETURN_IF_ERROR(local(backend.Synchronize()));  // the communicator reads recv_buf
 
   // 4. Combine: the reverse exchange; row i of what comes back is the result for send row i.
   MOESERVE_RETURN_IF_ERROR(Timed(&comm_seconds, [&] {
-    return comm.AllToAllV(recv_buf.data(), from_peers.bytes.data(), from_peers.offsets.data(),
-                          send_buf.data(), to_peers.bytes.data(), to_peers.offsets.data());
+    return comm.AllToAllV(recv_buf, from_peers.bytes.data(), from_peers.offsets.data(), send_buf,
+                          to_peers.bytes.data(), to_peers.offsets.data());
   }));
-  MOESERVE_RETURN_IF_ERROR(local(CombineRows(backend, shape, send_buf.as<float>(), send_rows,
-                                             send.combine_rows, routed.weights, num_tokens, out)));
+  MOESERVE_LOCAL_ASSIGN(const int32_t* combine_rows, Upload(backend, host, send.combine_rows));
+  MOESERVE_RETURN_IF_ERROR(
+      local(EnqueueCombine(backend, shape, send_buf, send_rows, combine_rows,
+                           static_cast<const float*>(weights_dev), num_tokens, out)));
+#undef MOESERVE_LOCAL_ASSIGN
 
   if (trace != nullptr) {
     trace->routed_per_expert.assign(static_cast<size_t>(experts), 0);
     trace->computed_per_expert.assign(static_cast<size_t>(experts), 0);
-    for (int32_t e : routed.expert_ids) ++trace->routed_per_expert[e];
+    for (int32_t e : host.expert_ids) ++trace->routed_per_expert[e];
     for (int64_t e = 0; e < experts; ++e) {
       trace->computed_per_expert[e] = recv.expert_offsets[e + 1] - recv.expert_offsets[e];
     }
@@ -137,15 +202,22 @@ absl::Status Run(kernels::Backend& backend, const MoeLayerShape& shape,
 
 absl::Status RunExpertParallelMoeLayer(kernels::Backend& backend, const MoeLayerShape& shape,
                                        const MoeLayerWeights& weights, int64_t layer,
-                                       const ExpertParallelContext& ep, const float* x,
-                                       int64_t num_tokens, float* out, const float* logit_bias,
+                                       const ExpertParallelContext& ep, const void* x,
+                                       int64_t num_tokens, void* out, const float* logit_bias,
                                        EpLayerTrace* trace) {
   if (ep.comm == nullptr || ep.placement == nullptr) {
     return absl::InvalidArgumentError("expert-parallel MoE layer: no communicator or placement");
   }
   bool local_error = false;
-  absl::Status st =
-      Run(backend, shape, weights, layer, ep, x, num_tokens, out, logit_bias, trace, &local_error);
+  EpHostState host;
+  absl::Status st = Run(backend, shape, weights, layer, ep, x, num_tokens, out, logit_bias, trace,
+                        host, &local_error);
+  // Device work may still read host's arrays and scratch buffers: finish it before they go.
+  absl::Status synced = backend.Synchronize();
+  if (st.ok() && !synced.ok()) {
+    st = synced;
+    local_error = true;
+  }
   if (local_error) ep.comm->Abort(st);
   return st;
 }

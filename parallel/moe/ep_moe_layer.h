@@ -11,7 +11,14 @@
 //   expert order --> out [num_tokens, hidden]
 //
 // No capacity factor: every row is sent and computed, however skewed the routing. Rows are
-// fp32 activations (hidden * 4 bytes) on this CPU path.
+// activations of backend.activation_dtype() (hidden * DTypeSize bytes).
+//
+// Host round trips (allowed here, unlike world size 1): the routing (expert ids) is copied to the
+// host to build the send/receive plans that size the all-to-all, the plans' index arrays are
+// uploaded to scratch memory, and the backend is synchronised before each collective (the
+// communicator reads and writes the buffers from the host thread) and before returning (the
+// uploads' host sources die with the call). The arithmetic runs through the same ops as the local
+// path (moe_steps.h).
 //
 // Result: bitwise identical to RunMoeLayer at world size 1 for the same tokens (see the
 // contract in moe_steps.h); the placement and the replica choice change only where a row runs.
@@ -39,12 +46,13 @@ struct ExpertParallelContext {
 };
 
 // x, out: backend memory [num_tokens, hidden], out must not alias x. weights.experts has
-// num_experts entries; only those `placement` assigns to this rank need data. logit_bias:
-// optional host [num_experts]. trace (optional) receives the call's load and traffic.
+// num_experts entries; only those `placement` assigns to this rank need data, and
+// weights.tables must be built from them (BuildExpertTables). logit_bias: optional backend
+// memory [num_experts] fp32. trace (optional) receives the call's load and traffic.
 absl::Status RunExpertParallelMoeLayer(kernels::Backend& backend, const MoeLayerShape& shape,
                                        const MoeLayerWeights& weights, int64_t layer,
-                                       const ExpertParallelContext& ep, const float* x,
-                                       int64_t num_tokens, float* out, const float* logit_bias,
+                                       const ExpertParallelContext& ep, const void* x,
+                                       int64_t num_tokens, void* out, const float* logit_bias,
                                        EpLayerTrace* trace);
 
 }  // namespace moeserve::parallel

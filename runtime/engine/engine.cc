@@ -83,8 +83,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     int64_t blocks = options.kv_blocks;
     if (blocks == 0) {
       const KvCacheShape unit = model.KvShape(options.kv_block_size, 1);
-      const int64_t bytes_per_block =
-          2 * unit.num_layers * unit.floats_per_block() * static_cast<int64_t>(sizeof(float));
+      const int64_t bytes_per_block = 2 * unit.num_layers * unit.bytes_per_block();
       blocks = options.kv_cache_bytes / bytes_per_block;
     }
     if (impl->BlocksForSequence(impl->max_model_len_) > blocks &&

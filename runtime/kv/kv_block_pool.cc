@@ -13,12 +13,25 @@ absl::StatusOr<KvBlockPool> KvBlockPool::Create(kernels::Backend& backend,
                      " kv_heads=", shape.num_kv_heads, " head_dim=", shape.head_dim,
                      " block_size=", shape.block_size, " num_blocks=", shape.num_blocks, ")"));
   }
+  if (shape.kv_dtype != kernels::DType::kF32 && shape.kv_dtype != kernels::DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("kv cache: dtype ",
+                                                   std::string(kernels::DTypeName(shape.kv_dtype)),
+                                                   " is not F32 or BF16"));
+  }
   KvBlockPool pool;
   pool.shape_ = shape;
-  const size_t bytes = sizeof(float) * shape.num_blocks * shape.floats_per_block();
+  const size_t bytes = static_cast<size_t>(shape.num_blocks * shape.bytes_per_block());
   for (int64_t l = 0; l < shape.num_layers; ++l) {
-    pool.k_.push_back(backend.Allocate(bytes));
-    pool.v_.push_back(backend.Allocate(bytes));
+    for (std::vector<kernels::DeviceBuffer>* kv : {&pool.k_, &pool.v_}) {
+      absl::StatusOr<kernels::DeviceBuffer> buf = backend.Allocate(bytes);
+      if (!buf.ok()) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("kv cache: cannot allocate ", shape.num_layers, " layers x 2 x ", bytes,
+                         " bytes on ", std::string(backend.name()), " (", buf.status().message(),
+                         "); lower --kv-blocks or --kv-cache-bytes"));
+      }
+      kv->push_back(*std::move(buf));
+    }
   }
   // Pop order hands out block 0 first (reverse stack); order is irrelevant to results.
   for (int64_t b = shape.num_blocks - 1; b >= 0; --b) pool.free_.push_back(static_cast<int32_t>(b));

@@ -1,9 +1,10 @@
 // Paged KV cache storage for one rank: a pool of fixed-size blocks per layer, and per-sequence
 // block tables.
 //
-// Layout, per layer: K and V each [num_blocks, block_size, num_kv_heads, head_dim] fp32, in the
-// backend's device memory (host for CPU, device for CUDA). A sequence's token at position p lives
-// in block block_table[p / block_size], offset p % block_size, in every layer.
+// Layout, per layer: K and V each [num_blocks, block_size, num_kv_heads, head_dim] of kv_dtype
+// (the backend's kv_dtype(): fp32 on CPU, bf16 on CUDA), in the backend's device memory (host
+// for CPU, device for CUDA), allocated through the backend and sized in bytes. A sequence's token
+// at position p lives in block block_table[p / block_size], offset p % block_size, in every layer.
 //
 // Threading: owned by the rank's worker thread; not thread-safe.
 #pragma once
@@ -23,8 +24,13 @@ struct KvCacheShape {
   int64_t head_dim = 0;
   int64_t block_size = 16;  // tokens per block
   int64_t num_blocks = 0;
+  kernels::DType kv_dtype = kernels::DType::kF32;
 
-  int64_t floats_per_block() const { return block_size * num_kv_heads * head_dim; }
+  int64_t elements_per_block() const { return block_size * num_kv_heads * head_dim; }
+  // Bytes of one block of K (or of V) in one layer.
+  int64_t bytes_per_block() const {
+    return elements_per_block() * static_cast<int64_t>(kernels::DTypeSize(kv_dtype));
+  }
 };
 
 // The KV state of one sequence: which blocks it holds and how many positions are cached.
@@ -58,8 +64,9 @@ class KvBlockPool {
   // Blocks `seq` holds (entries that are not -1).
   static int64_t LiveBlocks(const SequenceKv& seq);
 
-  float* k(int64_t layer) { return k_[layer].as<float>(); }
-  float* v(int64_t layer) { return v_[layer].as<float>(); }
+  // [num_blocks, block_size, num_kv_heads, head_dim] of shape().kv_dtype, backend memory.
+  void* k(int64_t layer) { return k_[layer].data(); }
+  void* v(int64_t layer) { return v_[layer].data(); }
 
  private:
   KvCacheShape shape_;

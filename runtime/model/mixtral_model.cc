@@ -1,6 +1,8 @@
 #include "runtime/model/mixtral_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
@@ -8,10 +10,8 @@
 namespace moeserve::runtime {
 namespace {
 
-using kernels::DeviceBuffer;
-
-kernels::RmsNormParams Norm(const float* x, int64_t rows, const kernels::TensorView& w, double eps,
-                            float* out) {
+kernels::RmsNormParams Norm(const void* x, int64_t rows, const kernels::TensorView& w, double eps,
+                            void* out, kernels::DType act, void* residual = nullptr) {
   kernels::RmsNormParams p;
   p.x = x;
   p.weight = w.data;
@@ -20,21 +20,22 @@ kernels::RmsNormParams Norm(const float* x, int64_t rows, const kernels::TensorV
   p.rows = rows;
   p.hidden = w.dim(0);
   p.eps = static_cast<float>(eps);
+  p.act_dtype = act;
+  p.residual = residual;
   return p;
 }
 
-// Host-side index arrays describing the flattened batch, copied to the device once per step.
-struct BatchLayout {
-  std::vector<int32_t> ids;           // [T]
-  std::vector<int32_t> positions;     // [T]
-  std::vector<int64_t> slots;         // [T]
-  std::vector<int32_t> query_start;   // [S + 1]
-  std::vector<int32_t> context_lens;  // [S]
-  std::vector<int32_t> block_tables;  // [S, max_blocks]
-  std::vector<int32_t> logit_rows;    // rows of x whose logits are wanted
-  std::vector<int64_t> row_offsets;   // [S + 1] into logit_rows
-  int64_t max_blocks = 1;
-};
+// Bytes of `count` elements of `elem` bytes, rounded up to 256 (alignment of every sub-buffer).
+size_t Aligned(int64_t count, size_t elem) {
+  return (static_cast<size_t>(count) * elem + 255) / 256 * 256;
+}
+
+// The smallest power of two >= n, and >= current (capacities only grow).
+int64_t GrowTo(int64_t current, int64_t n) {
+  int64_t c = std::max<int64_t>(current, 1);
+  while (c < n) c *= 2;
+  return c;
+}
 
 // Checks the batch and reserves KV blocks for its new tokens, all-or-nothing.
 absl::Status ValidateAndReserve(const ModelConfig& c, const std::vector<float>& router_bias,
@@ -132,34 +133,82 @@ absl::Status MixtralModel::SetRouterSkew(const parallel::RouterSkew& skew) {
   MOESERVE_ASSIGN_OR_RETURN(std::vector<float> bias,
                             parallel::MakeRouterBias(config_.num_local_experts, skew));
   router_bias_ = std::move(bias);
+  router_bias_dirty_ = true;
   return absl::OkStatus();
 }
 
-absl::Status MixtralModel::MoeBlock(int64_t l, const float* h, int64_t num_tokens, float* out) {
+absl::Status MixtralModel::MoeBlock(int64_t l, const void* h, int64_t num_tokens, void* out) {
   const ModelConfig& c = config_;
   const parallel::MoeLayerShape shape{c.hidden_size, c.intermediate_size, c.num_local_experts,
                                       c.num_experts_per_tok};
   const parallel::MoeLayerWeights& w = weights_.layers[l].moe;
-  const float* bias = router_bias_.empty() ? nullptr : router_bias_.data();
-  parallel::EpLayerTrace trace;
-  if (expert_parallel()) {
-    MOESERVE_RETURN_IF_ERROR(parallel::RunExpertParallelMoeLayer(*backend_, shape, w, l, ep_, h,
-                                                                 num_tokens, out, bias, &trace));
-  } else {
-    parallel::MoeRoutingStats routing;
-    MOESERVE_RETURN_IF_ERROR(
-        parallel::RunMoeLayer(*backend_, shape, w, h, num_tokens, out, bias, &routing));
-    // World size 1: every row is routed and computed here, none crosses a link.
-    trace.routed_per_expert = routing.tokens_per_expert;
-    trace.computed_per_expert = routing.tokens_per_expert;
-    trace.rows_sent_to = {num_tokens * c.num_experts_per_tok};
-    trace.rows_received_from = trace.rows_sent_to;
-    trace.row_bytes = c.hidden_size * static_cast<int64_t>(sizeof(float));
+  const float* bias = router_bias_.empty() ? nullptr : router_bias_device_.as<float>();
+  if (!expert_parallel()) {
+    // Load statistics accumulate on the device; RecordDeviceExpertLoad reads them per step.
+    int64_t* counts = expert_counts_.as<int64_t>() + l * c.num_local_experts;
+    return parallel::RunMoeLayer(*backend_, shape, w, moe_workspace_, h, num_tokens, out, bias,
+                                 counts);
   }
+  parallel::EpLayerTrace trace;
+  MOESERVE_RETURN_IF_ERROR(parallel::RunExpertParallelMoeLayer(*backend_, shape, w, l, ep_, h,
+                                                               num_tokens, out, bias, &trace));
   for (int64_t e = 0; e < c.num_local_experts; ++e) {
     expert_load_.tokens[l][e] += trace.routed_per_expert[e];
   }
   stats_->RecordLayer(l, trace);
+  return absl::OkStatus();
+}
+
+void MixtralModel::RecordDeviceExpertLoad(int64_t num_tokens) {
+  const ModelConfig& c = config_;
+  const int64_t experts = c.num_local_experts;
+  const int64_t* now = expert_counts_host_.as<int64_t>();
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    // World size 1: every row is routed and computed here, none crosses a link.
+    parallel::EpLayerTrace trace;
+    trace.routed_per_expert.resize(static_cast<size_t>(experts));
+    for (int64_t e = 0; e < experts; ++e) {
+      const size_t i = static_cast<size_t>(l * experts + e);
+      trace.routed_per_expert[e] = now[i] - expert_counts_recorded_[i];
+      expert_counts_recorded_[i] = now[i];
+      expert_load_.tokens[l][e] += trace.routed_per_expert[e];
+    }
+    trace.computed_per_expert = trace.routed_per_expert;
+    trace.rows_sent_to = {num_tokens * c.num_experts_per_tok};
+    trace.rows_received_from = trace.rows_sent_to;
+    trace.row_bytes =
+        c.hidden_size * static_cast<int64_t>(kernels::DTypeSize(backend_->activation_dtype()));
+    stats_->RecordLayer(l, trace);
+  }
+}
+
+absl::Status MixtralModel::PrepareDevice() {
+  kernels::Backend& be = *backend_;
+  const ModelConfig& c = config_;
+  if (!device_ready_) {
+    std::vector<parallel::MoeLayerWeights*> layers;
+    for (LayerWeights& lw : weights_.layers) layers.push_back(&lw.moe);
+    MOESERVE_ASSIGN_OR_RETURN(expert_tables_, parallel::BuildExpertTables(be, layers));
+    const size_t count_bytes = sizeof(int64_t) * c.num_hidden_layers * c.num_local_experts;
+    MOESERVE_ASSIGN_OR_RETURN(expert_counts_, be.Allocate(count_bytes));
+    MOESERVE_ASSIGN_OR_RETURN(expert_counts_host_, be.AllocateHost(count_bytes));
+    MOESERVE_RETURN_IF_ERROR(be.MemsetAsync(expert_counts_.data(), 0, count_bytes));
+    std::memset(expert_counts_host_.data(), 0, count_bytes);
+    expert_counts_recorded_.assign(count_bytes / sizeof(int64_t), 0);
+    device_ready_ = true;
+  }
+  if (router_bias_dirty_) {
+    // Only after SetRouterBias/SetRouterSkew: one extra upload in that step.
+    if (!router_bias_.empty() && static_cast<int64_t>(router_bias_.size()) == c.num_local_experts) {
+      const size_t bytes = sizeof(float) * router_bias_.size();
+      if (router_bias_device_.bytes() < bytes) {
+        MOESERVE_ASSIGN_OR_RETURN(router_bias_device_, be.Allocate(bytes));
+      }
+      MOESERVE_RETURN_IF_ERROR(
+          be.CopyToDevice(router_bias_device_.data(), router_bias_.data(), bytes));
+    }
+    router_bias_dirty_ = false;
+  }
   return absl::OkStatus();
 }
 
@@ -171,15 +220,21 @@ absl::Status MixtralModel::JoinLayersIdle() {
 }
 
 KvCacheShape MixtralModel::KvShape(int64_t block_size, int64_t num_blocks) const {
-  return {config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim, block_size,
-          num_blocks};
+  return {config_.num_hidden_layers,
+          config_.num_key_value_heads,
+          config_.head_dim,
+          block_size,
+          num_blocks,
+          backend_->kv_dtype()};
 }
 
 absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& pool,
                                    StepOutput* out) {
   const ModelConfig& c = config_;
   stats_->BeginStep();
-  absl::Status ready = ValidateAndReserve(c, router_bias_, batch, pool);
+  // Device state first: with expert parallelism even a failed step serves the peers' rows.
+  absl::Status ready = PrepareDevice();
+  if (ready.ok()) ready = ValidateAndReserve(c, router_bias_, batch, pool);
   if (!ready.ok() || batch.empty()) {
     // Nothing to compute here; with expert parallelism the peers still need this rank in
     // every layer's exchange (it may hold experts their tokens were routed to).
@@ -197,141 +252,256 @@ absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& 
   return st;
 }
 
+// The step's persistent buffers. Index arrays sit at fixed offsets for the current capacities,
+// identical in the pinned host staging buffer and its device twin, so a step is one upload:
+//   ids [T] i32 | positions [T] i32 | logit_rows [T] i32 | slots [T] i64
+//   | query_start [S+1] i32 | context_lens [S] i32 | block_tables [S, B] i32
+// Activations (activation dtype): x, branch, h [T, hidden]; q, attn [T, q_width];
+// k, v [T, kv_width]; rows [R, hidden]; logits [R, vocab] fp32.
+// Capacities (T tokens, S sequences, B blocks per sequence = the block-table stride, R logit rows)
+// grow by powers of two and never shrink.
+struct MixtralModel::StepBuffers {
+  int64_t tokens = 0, seqs = 0, blocks = 0, rows = 0;
+  size_t ids = 0, positions = 0, logit_rows = 0, slots = 0, query_start = 0, context_lens = 0,
+         block_tables = 0, index_bytes = 0;
+  kernels::DeviceBuffer host_index, device_index, activations, row_buffers;
+  void *x = nullptr, *branch = nullptr, *h = nullptr, *q = nullptr, *attn = nullptr, *k = nullptr,
+       *v = nullptr, *rows_act = nullptr;
+  float* logits = nullptr;
+
+  template <typename T>
+  T* Host(size_t offset) {
+    return reinterpret_cast<T*>(static_cast<char*>(host_index.data()) + offset);
+  }
+  template <typename T>
+  T* Dev(size_t offset) {
+    return reinterpret_cast<T*>(static_cast<char*>(device_index.data()) + offset);
+  }
+
+  // Grows whatever is too small for a step of these sizes; allocates nothing otherwise.
+  absl::Status Reserve(kernels::Backend& be, const ModelConfig& c, int64_t num_tokens,
+                       int64_t num_seqs, int64_t max_blocks, int64_t num_rows) {
+    const int64_t new_tokens = GrowTo(tokens, num_tokens), new_seqs = GrowTo(seqs, num_seqs),
+                  new_blocks = GrowTo(blocks, max_blocks), new_rows = GrowTo(rows, num_rows);
+    const size_t act = kernels::DTypeSize(be.activation_dtype());
+    if (new_tokens != tokens || new_seqs != seqs || new_blocks != blocks) {
+      const int64_t T = new_tokens, S = new_seqs, B = new_blocks;
+      size_t at = 0;
+      auto place = [&](size_t bytes) {
+        const size_t offset = at;
+        at += bytes;
+        return offset;
+      };
+      ids = place(Aligned(T, sizeof(int32_t)));
+      positions = place(Aligned(T, sizeof(int32_t)));
+      logit_rows = place(Aligned(T, sizeof(int32_t)));
+      slots = place(Aligned(T, sizeof(int64_t)));
+      query_start = place(Aligned(S + 1, sizeof(int32_t)));
+      context_lens = place(Aligned(S, sizeof(int32_t)));
+      block_tables = place(Aligned(S * B, sizeof(int32_t)));
+      index_bytes = at;
+      MOESERVE_ASSIGN_OR_RETURN(host_index, be.AllocateHost(index_bytes));
+      MOESERVE_ASSIGN_OR_RETURN(device_index, be.Allocate(index_bytes));
+    }
+    if (new_tokens != tokens) {
+      const int64_t T = new_tokens;
+      const int64_t q_width = c.num_attention_heads * c.head_dim;
+      const int64_t kv_width = c.num_key_value_heads * c.head_dim;
+      const size_t sizes[] = {Aligned(T * c.hidden_size, act), Aligned(T * c.hidden_size, act),
+                              Aligned(T * c.hidden_size, act), Aligned(T * q_width, act),
+                              Aligned(T * q_width, act),       Aligned(T * kv_width, act),
+                              Aligned(T * kv_width, act)};
+      size_t total = 0;
+      for (size_t b : sizes) total += b;
+      MOESERVE_ASSIGN_OR_RETURN(activations, be.Allocate(total));
+      char* p = static_cast<char*>(activations.data());
+      void** parts[] = {&x, &branch, &h, &q, &attn, &k, &v};
+      for (size_t i = 0; i < 7; ++i) {
+        *parts[i] = p;
+        p += sizes[i];
+      }
+    }
+    if (new_rows != rows) {
+      const size_t act_bytes = Aligned(new_rows * c.hidden_size, act);
+      MOESERVE_ASSIGN_OR_RETURN(
+          row_buffers, be.Allocate(act_bytes + Aligned(new_rows * c.vocab_size, sizeof(float))));
+      rows_act = row_buffers.data();
+      logits = reinterpret_cast<float*>(static_cast<char*>(row_buffers.data()) + act_bytes);
+    }
+    tokens = new_tokens;
+    seqs = new_seqs;
+    blocks = new_blocks;
+    rows = new_rows;
+    return absl::OkStatus();
+  }
+};
+
+MixtralModel::~MixtralModel() = default;
+
+// Enqueues op `op` with params `p` after validating them (host checks, cheap).
+#define MOESERVE_ENQUEUE(op, p)                           \
+  do {                                                    \
+    const auto& _params = (p);                            \
+    MOESERVE_RETURN_IF_ERROR(kernels::Validate(_params)); \
+    be.op(_params);                                       \
+  } while (0)
+
 absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool& pool,
                                     StepOutput* out) {
   const ModelConfig& c = config_;
   kernels::Backend& be = *backend_;
+  const kernels::DType act = be.activation_dtype();
   const int64_t hidden = c.hidden_size, head_dim = c.head_dim;
-  const int64_t q_width = c.num_attention_heads * head_dim;
-  const int64_t kv_width = c.num_key_value_heads * head_dim;
   const int64_t block_size = pool.shape().block_size;
+  const kernels::DType kv_dtype = pool.shape().kv_dtype;
 
-  // Flatten the batch.
-  BatchLayout L;
-  L.query_start.push_back(0);
-  L.row_offsets.push_back(0);
+  // Sizes of the flattened batch.
+  int64_t T = 0, R = 0, max_blocks = 1, max_query = 0, max_context = 0;
+  const int64_t S = static_cast<int64_t>(batch.size());
   for (const SequenceStep& step : batch) {
-    L.max_blocks =
-        std::max<int64_t>(L.max_blocks, static_cast<int64_t>(step.kv->block_table.size()));
+    const int64_t n = static_cast<int64_t>(step.new_tokens.size());
+    T += n;
+    R += step.all_logits ? n : 1;
+    max_blocks = std::max<int64_t>(max_blocks, static_cast<int64_t>(step.kv->block_table.size()));
+    max_query = std::max(max_query, n);
+    max_context = std::max(max_context, step.kv->num_tokens + n);
   }
-  for (const SequenceStep& step : batch) {
+  if (!step_) step_ = std::make_unique<StepBuffers>();
+  StepBuffers& B = *step_;
+  MOESERVE_RETURN_IF_ERROR(B.Reserve(be, c, T, S, max_blocks, R));
+  const parallel::MoeLayerShape moe_shape{c.hidden_size, c.intermediate_size, c.num_local_experts,
+                                          c.num_experts_per_tok};
+  if (!expert_parallel()) {
+    // Sized by the token capacity, like the activations.
+    MOESERVE_RETURN_IF_ERROR(moe_workspace_.Reserve(be, moe_shape, B.tokens));
+  }
+
+  // Fill the staging buffer: the host side of the step's one upload.
+  int32_t* ids = B.Host<int32_t>(B.ids);
+  int32_t* positions = B.Host<int32_t>(B.positions);
+  int32_t* logit_rows = B.Host<int32_t>(B.logit_rows);
+  int64_t* slots = B.Host<int64_t>(B.slots);
+  int32_t* query_start = B.Host<int32_t>(B.query_start);
+  int32_t* context_lens = B.Host<int32_t>(B.context_lens);
+  int32_t* block_tables = B.Host<int32_t>(B.block_tables);
+  out->row_offsets.assign(1, 0);
+  query_start[0] = 0;
+  int64_t t = 0, r = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    const SequenceStep& step = batch[s];
     const int64_t start = step.kv->num_tokens;
     const int64_t n = static_cast<int64_t>(step.new_tokens.size());
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = 0; i < n; ++i, ++t) {
       const int64_t pos = start + i;
-      L.ids.push_back(step.new_tokens[i]);
-      L.positions.push_back(static_cast<int32_t>(pos));
-      L.slots.push_back(static_cast<int64_t>(step.kv->block_table[pos / block_size]) * block_size +
-                        pos % block_size);
-      if (step.all_logits || i == n - 1) {
-        L.logit_rows.push_back(static_cast<int32_t>(L.ids.size() - 1));
-      }
+      ids[t] = step.new_tokens[i];
+      positions[t] = static_cast<int32_t>(pos);
+      slots[t] = static_cast<int64_t>(step.kv->block_table[pos / block_size]) * block_size +
+                 pos % block_size;
+      if (step.all_logits || i == n - 1) logit_rows[r++] = static_cast<int32_t>(t);
     }
-    L.query_start.push_back(static_cast<int32_t>(L.ids.size()));
-    L.context_lens.push_back(static_cast<int32_t>(start + n));
-    L.row_offsets.push_back(static_cast<int64_t>(L.logit_rows.size()));
-    std::vector<int32_t> table(static_cast<size_t>(L.max_blocks), -1);
-    std::copy(step.kv->block_table.begin(), step.kv->block_table.end(), table.begin());
-    L.block_tables.insert(L.block_tables.end(), table.begin(), table.end());
+    query_start[s + 1] = static_cast<int32_t>(t);
+    context_lens[s] = static_cast<int32_t>(start + n);
+    out->row_offsets.push_back(r);
+    int32_t* table = block_tables + s * B.blocks;
+    std::fill(table, table + B.blocks, -1);
+    std::copy(step.kv->block_table.begin(), step.kv->block_table.end(), table);
   }
-  const int64_t T = static_cast<int64_t>(L.ids.size());
-  const int64_t S = static_cast<int64_t>(batch.size());
+  const size_t upload_bytes = B.block_tables + sizeof(int32_t) * static_cast<size_t>(S * B.blocks);
+  MOESERVE_RETURN_IF_ERROR(
+      be.CopyToDeviceAsync(B.device_index.data(), B.host_index.data(), upload_bytes));
 
-  // Device copies of the index arrays.
-  auto upload = [&](const auto& host) {
-    DeviceBuffer buf = be.Allocate(sizeof(host[0]) * host.size());
-    be.CopyToDevice(buf.data(), host.data(), sizeof(host[0]) * host.size());
-    return buf;
-  };
-  DeviceBuffer ids = upload(L.ids), positions = upload(L.positions), slots = upload(L.slots),
-               query_start = upload(L.query_start), context_lens = upload(L.context_lens),
-               block_tables = upload(L.block_tables), logit_rows = upload(L.logit_rows);
+  // The index arrays are the same for every layer: check their host copies once.
+  kernels::KvWriteParams kw;
+  kw.slots = B.Dev<int64_t>(B.slots);
+  kw.num_tokens = T;
+  kw.num_kv_heads = c.num_key_value_heads;
+  kw.head_dim = head_dim;
+  kw.num_slots = pool.shape().num_blocks * block_size;
+  kw.act_dtype = act;
+  kw.kv_dtype = kv_dtype;
+  kw.k = B.k;
+  kw.v = B.v;
+  kernels::PagedAttentionParams ap;
+  ap.q = B.q;
+  ap.out = B.attn;
+  ap.block_tables = B.Dev<int32_t>(B.block_tables);
+  ap.query_start = B.Dev<int32_t>(B.query_start);
+  ap.context_lens = B.Dev<int32_t>(B.context_lens);
+  ap.num_seqs = S;
+  ap.num_tokens = T;
+  ap.num_q_heads = c.num_attention_heads;
+  ap.num_kv_heads = c.num_key_value_heads;
+  ap.head_dim = head_dim;
+  ap.block_size = block_size;
+  ap.max_blocks_per_seq = B.blocks;
+  ap.num_blocks = pool.shape().num_blocks;
+  ap.sliding_window = c.sliding_window.value_or(0);
+  ap.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  ap.act_dtype = act;
+  ap.kv_dtype = kv_dtype;
+  ap.max_query_len = max_query;
+  ap.max_context_len = max_context;
+  MOESERVE_RETURN_IF_ERROR(kernels::ValidateIndices(kw, slots));
+  MOESERVE_RETURN_IF_ERROR(kernels::ValidateIndices(ap, block_tables, query_start, context_lens));
 
-  // Activations.
-  DeviceBuffer x = be.Allocate(sizeof(float) * T * hidden);  // residual stream
-  DeviceBuffer h = be.Allocate(sizeof(float) * T * hidden);  // normed input
-  DeviceBuffer q = be.Allocate(sizeof(float) * T * q_width);
-  DeviceBuffer k = be.Allocate(sizeof(float) * T * kv_width);
-  DeviceBuffer v = be.Allocate(sizeof(float) * T * kv_width);
-  DeviceBuffer attn = be.Allocate(sizeof(float) * T * q_width);
-  DeviceBuffer branch = be.Allocate(sizeof(float) * T * hidden);  // attention / MoE output
-
-  be.Embedding({ids.as<int32_t>(), weights_.embed_tokens.data, weights_.embed_tokens.dtype,
-                x.as<float>(), T, c.vocab_size, hidden});
-
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  MOESERVE_ENQUEUE(Embedding, (kernels::EmbeddingParams{
+                                  B.Dev<int32_t>(B.ids), weights_.embed_tokens.data,
+                                  weights_.embed_tokens.dtype, B.x, act, T, c.vocab_size, hidden}));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
-    // Attention block.
-    be.RmsNorm(Norm(x.as<float>(), T, w.input_norm, c.rms_norm_eps, h.as<float>()));
-    be.Matmul(kernels::LinearParams(h.as<float>(), T, w.q_proj, q.as<float>()));
-    be.Matmul(kernels::LinearParams(h.as<float>(), T, w.k_proj, k.as<float>()));
-    be.Matmul(kernels::LinearParams(h.as<float>(), T, w.v_proj, v.as<float>()));
-    be.Rope({q.as<float>(), k.as<float>(), positions.as<int32_t>(), T, c.num_attention_heads,
-             c.num_key_value_heads, head_dim, static_cast<float>(c.rope_theta)});
-    kernels::KvWriteParams kw{k.as<float>(),
-                              v.as<float>(),
-                              pool.k(l),
-                              pool.v(l),
-                              slots.as<int64_t>(),
-                              T,
-                              c.num_key_value_heads,
-                              head_dim,
-                              pool.shape().num_blocks * block_size};
-    be.KvWrite(kw);
-    kernels::PagedAttentionParams ap;
-    ap.q = q.as<float>();
-    ap.out = attn.as<float>();
+    // Attention block. h = norm(x), with the previous layer's MoE output added to x first.
+    MOESERVE_ENQUEUE(RmsNorm, l == 0
+                                  ? Norm(B.x, T, w.input_norm, c.rms_norm_eps, B.h, act)
+                                  : Norm(B.branch, T, w.input_norm, c.rms_norm_eps, B.h, act, B.x));
+    MOESERVE_ENQUEUE(Matmul, kernels::LinearParams(B.h, T, w.q_proj, B.q, act));
+    MOESERVE_ENQUEUE(Matmul, kernels::LinearParams(B.h, T, w.k_proj, B.k, act));
+    MOESERVE_ENQUEUE(Matmul, kernels::LinearParams(B.h, T, w.v_proj, B.v, act));
+    MOESERVE_ENQUEUE(Rope, (kernels::RopeParams{B.q, B.k, B.Dev<int32_t>(B.positions), T,
+                                                c.num_attention_heads, c.num_key_value_heads,
+                                                head_dim, static_cast<float>(c.rope_theta), act}));
+    kw.k_cache = pool.k(l);
+    kw.v_cache = pool.v(l);
+    MOESERVE_ENQUEUE(KvWrite, kw);
     ap.k_cache = pool.k(l);
     ap.v_cache = pool.v(l);
-    ap.block_tables = block_tables.as<int32_t>();
-    ap.query_start = query_start.as<int32_t>();
-    ap.context_lens = context_lens.as<int32_t>();
-    ap.num_seqs = S;
-    ap.num_tokens = T;
-    ap.num_q_heads = c.num_attention_heads;
-    ap.num_kv_heads = c.num_key_value_heads;
-    ap.head_dim = head_dim;
-    ap.block_size = block_size;
-    ap.max_blocks_per_seq = L.max_blocks;
-    ap.num_blocks = pool.shape().num_blocks;
-    ap.sliding_window = c.sliding_window.value_or(0);
-    ap.scale = scale;
-    if (l == 0) {
-      // Index arrays are the same for every layer: validate them once (host copies).
-      kernels::PagedAttentionParams host = ap;
-      host.block_tables = L.block_tables.data();
-      host.query_start = L.query_start.data();
-      host.context_lens = L.context_lens.data();
-      MOESERVE_RETURN_IF_ERROR(kernels::Validate(host));
-    }
-    be.PagedAttention(ap);
-    be.Matmul(kernels::LinearParams(attn.as<float>(), T, w.o_proj, branch.as<float>()));
-    be.AddInPlace({x.as<float>(), branch.as<float>(), T * hidden});
+    MOESERVE_ENQUEUE(PagedAttention, ap);
+    MOESERVE_ENQUEUE(Matmul, kernels::LinearParams(B.attn, T, w.o_proj, B.branch, act));
 
-    // MoE block.
-    be.RmsNorm(Norm(x.as<float>(), T, w.post_attn_norm, c.rms_norm_eps, h.as<float>()));
-    MOESERVE_RETURN_IF_ERROR(MoeBlock(l, h.as<float>(), T, branch.as<float>()));
-    be.AddInPlace({x.as<float>(), branch.as<float>(), T * hidden});
+    // MoE block: x += attention output, h = norm(x) (fused), branch = moe(h).
+    MOESERVE_ENQUEUE(RmsNorm, Norm(B.branch, T, w.post_attn_norm, c.rms_norm_eps, B.h, act, B.x));
+    MOESERVE_RETURN_IF_ERROR(MoeBlock(l, B.h, T, B.branch));
   }
+  MOESERVE_ENQUEUE(AddInPlace, (kernels::AddInPlaceParams{B.x, B.branch, T * hidden, act}));
 
-  // Final norm and LM head on the wanted rows only.
-  const int64_t R = static_cast<int64_t>(L.logit_rows.size());
-  DeviceBuffer rows = be.Allocate(sizeof(float) * R * hidden);
-  be.GatherRows({x.as<float>(), logit_rows.as<int32_t>(), rows.as<float>(), R, T, hidden});
-  be.RmsNorm(Norm(rows.as<float>(), R, weights_.final_norm, c.rms_norm_eps, rows.as<float>()));
-  DeviceBuffer logits = be.Allocate(sizeof(float) * R * c.vocab_size);
-  be.Matmul(kernels::LinearParams(rows.as<float>(), R, weights_.lm_head, logits.as<float>()));
-  MOESERVE_RETURN_IF_ERROR(be.Synchronize());
+  // Final norm and LM head (fp32 logits) on the wanted rows only.
+  MOESERVE_ENQUEUE(GatherRows, (kernels::GatherRowsParams{B.x, B.Dev<int32_t>(B.logit_rows),
+                                                          B.rows_act, R, T, hidden, act}));
+  MOESERVE_ENQUEUE(RmsNorm,
+                   Norm(B.rows_act, R, weights_.final_norm, c.rms_norm_eps, B.rows_act, act));
+  kernels::MatmulParams lm = kernels::LinearParams(B.rows_act, R, weights_.lm_head, B.logits, act);
+  lm.y_dtype = kernels::DType::kF32;
+  MOESERVE_ENQUEUE(Matmul, lm);
 
+  // The step's only downloads, then its only synchronisation.
   out->vocab = c.vocab_size;
-  out->row_offsets = L.row_offsets;
   out->logits.resize(static_cast<size_t>(R * c.vocab_size));
-  be.CopyToHost(out->logits.data(), logits.data(), sizeof(float) * out->logits.size());
+  MOESERVE_RETURN_IF_ERROR(
+      be.CopyToHostAsync(out->logits.data(), B.logits, sizeof(float) * out->logits.size()));
+  if (!expert_parallel()) {
+    MOESERVE_RETURN_IF_ERROR(be.CopyToHostAsync(expert_counts_host_.data(), expert_counts_.data(),
+                                                expert_counts_.bytes()));
+  }
+  MOESERVE_RETURN_IF_ERROR(be.Synchronize());
+  if (!expert_parallel()) RecordDeviceExpertLoad(T);
+
+  // TODO(refactor): only the scheduler should advance num_computed_tokens and reserve KV blocks;
+  // Forward still does both (ValidateAndReserve and here) to keep today's behaviour and tests.
   for (SequenceStep& step : batch) {
     step.kv->num_tokens += static_cast<int64_t>(step.new_tokens.size());
   }
   return absl::OkStatus();
 }
+
+#undef MOESERVE_ENQUEUE
 
 }  // namespace moeserve::runtime

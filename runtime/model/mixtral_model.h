@@ -6,7 +6,17 @@
 //     x += o_proj(attention(rope(q_proj(norm(x))), rope(k_proj(..)), v_proj(..)))
 //     x += moe(norm(x))            (router top-k -> dispatch -> experts -> combine)
 //   -> final norm -> lm_head on the rows whose logits are wanted.
-// Activations are fp32; weights stay in their stored dtype (bf16 for Mixtral).
+// Activations are in backend.activation_dtype() (fp32 on CPU, the bitwise reference; bf16 on
+// CUDA); router and LM-head logits are fp32; weights stay in their stored dtype (bf16 for
+// Mixtral). Each residual add is fused into the RmsNorm that follows it.
+//
+// Device residency: a step is enqueued on the backend with persistent buffers. The host fills one
+// pinned staging buffer with the step's index arrays (token ids, positions, KV slots, logit rows,
+// query starts, context lengths, block tables, each at a fixed offset for the current capacity)
+// and uploads it with ONE copy; activations live in a workspace sized by the token capacity
+// (grown by powers of two, never shrunk), so a steady-state step allocates nothing. The logits
+// (and, at world size 1, the [layers, experts] expert-load counters kept on the device) come back
+// with one Synchronize at the end of the step.
 //
 // Expert parallelism (EnableExpertParallel): the model is one rank of a group; attention runs on
 // this rank's own sequences (data-parallel attention) and each MoE layer exchanges token states
@@ -62,6 +72,7 @@ class MixtralModel {
  public:
   // `weights` must stay valid (e.g. its Checkpoint alive) for the model's lifetime.
   MixtralModel(ModelConfig config, MixtralWeights weights, kernels::Backend* backend);
+  ~MixtralModel();
 
   const ModelConfig& config() const { return config_; }
   kernels::Backend& backend() { return *backend_; }
@@ -88,8 +99,12 @@ class MixtralModel {
   bool expert_parallel() const { return ep_.comm != nullptr; }
 
   // Optional router logit bias [num_experts], applied in every layer (load-test skew). A bias of
-  // another size makes Forward fail with InvalidArgument. Empty: no bias.
-  void SetRouterBias(std::vector<float> bias) { router_bias_ = std::move(bias); }
+  // another size makes Forward fail with InvalidArgument. Empty: no bias. Uploaded to the device
+  // by the next Forward (call from the thread that drives the model).
+  void SetRouterBias(std::vector<float> bias) {
+    router_bias_ = std::move(bias);
+    router_bias_dirty_ = true;
+  }
   // Skew injection: `skew.bias` added to the chosen experts' logits in every layer (off when
   // !skew.enabled()). With expert parallelism, set the same skew on every rank.
   absl::Status SetRouterSkew(const parallel::RouterSkew& skew);
@@ -104,14 +119,30 @@ class MixtralModel {
   kernels::Backend* backend_;
   // Forward after validation and KV reservation: the layers over a non-empty batch.
   absl::Status RunBatch(absl::Span<SequenceStep> batch, KvBlockPool& pool, StepOutput* out);
-  // Runs the MoE block of layer l on h [T, hidden] into out, recording statistics.
-  absl::Status MoeBlock(int64_t l, const float* h, int64_t num_tokens, float* out);
+  // Runs the MoE block of layer l on h [T, hidden] into out. Expert parallelism records the
+  // layer's statistics at once; world size 1 counts on the device (ReadBackExpertLoad).
+  absl::Status MoeBlock(int64_t l, const void* h, int64_t num_tokens, void* out);
+  // First Forward: expert pointer tables, device expert-load counters, the router bias.
+  absl::Status PrepareDevice();
+  // After the step's Synchronize: the counters' growth since the last step, into the statistics.
+  void RecordDeviceExpertLoad(int64_t num_tokens);
   // Expert parallelism: every layer's exchange with zero tokens of our own (a rank with nothing
   // to run, or whose step failed before the first layer).
   absl::Status JoinLayersIdle();
 
   std::vector<float> router_bias_;
+  bool router_bias_dirty_ = true;
   ExpertLoad expert_load_;
+  // Device state, built by PrepareDevice and reused by every step.
+  bool device_ready_ = false;
+  kernels::DeviceBuffer expert_tables_;          // GroupedMatmul pointer tables of every layer
+  kernels::DeviceBuffer router_bias_device_;     // [num_experts] fp32, when a bias is set
+  kernels::DeviceBuffer expert_counts_;          // [layers, experts] int64 on the device
+  kernels::DeviceBuffer expert_counts_host_;     // its pinned host copy, read at the end of a step
+  std::vector<int64_t> expert_counts_recorded_;  // [layers * experts]: already in the stats
+  parallel::MoeWorkspace moe_workspace_;
+  struct StepBuffers;  // persistent index staging + activations (mixtral_model.cc)
+  std::unique_ptr<StepBuffers> step_;
   parallel::ExpertParallelContext ep_;  // comm == nullptr: world size 1, local experts
   std::unique_ptr<parallel::EpStatsRecorder> stats_;
 };

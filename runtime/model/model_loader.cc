@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
+#include "runtime/model/device_weights.h"
 
 namespace moeserve::runtime {
 namespace {
@@ -45,6 +46,16 @@ absl::StatusOr<MixtralWeights> BindOwned(const ModelConfig& config,
       options.progress, ExpertsOfRank(options.placement, options.rank));
 }
 
+// The model over `weights`, first copied to device memory when the backend is not the CPU.
+absl::Status MakeModel(LoadedModel& loaded, const ModelConfig& config, MixtralWeights weights,
+                       kernels::Backend* backend) {
+  if (backend->device() != kernels::Device::kCpu) {
+    MOESERVE_ASSIGN_OR_RETURN(weights, UploadWeights(*backend, weights, &loaded.device_weights));
+  }
+  loaded.model = std::make_unique<MixtralModel>(config, std::move(weights), backend);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 ExpertFilter ExpertsOfRank(const parallel::ExpertPlacement* placement, int rank) {
@@ -70,7 +81,7 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModelDir(const std::string& dir
                                   return ckpt->Load(name, shape);
                                 },
                                 options.progress, ExpertsOfRank(options.placement, options.rank)));
-  loaded->model = std::make_unique<MixtralModel>(config, std::move(weights), backend);
+  MOESERVE_RETURN_IF_ERROR(MakeModel(*loaded, config, std::move(weights), backend));
   return loaded;
 }
 
@@ -93,7 +104,7 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadRandomModel(const ModelConfig& 
   loaded->owned = MakeRandomWeights(config, seed, ExpertsOfRank(options.placement, options.rank));
   MOESERVE_ASSIGN_OR_RETURN(MixtralWeights weights,
                             BindOwned(config, loaded->owned, loaded->source, options));
-  loaded->model = std::make_unique<MixtralModel>(config, std::move(weights), backend);
+  MOESERVE_RETURN_IF_ERROR(MakeModel(*loaded, config, std::move(weights), backend));
   return loaded;
 }
 

@@ -119,13 +119,17 @@ void ExpectBatchedEqualsAlone(Fixture& f, const EngineOptions& options, int num,
     ASSERT_TRUE(s.ok()) << s.status();
     streams.push_back(*s);
   }
+  std::vector<Collected> collected;
+  for (size_t i = 0; i < prompts.size(); ++i) collected.push_back(Collect(*streams[i]));
+  // The oracle runs the same model: only once the engine's worker is done with it (a model is
+  // driven by one thread at a time; its step buffers are persistent).
+  ASSERT_TRUE(engine->WaitUntilIdle(absl::Seconds(10)));
   for (size_t i = 0; i < prompts.size(); ++i) {
-    Collected c = Collect(*streams[i]);
+    const Collected& c = collected[i];
     EXPECT_EQ(c.tokens[0], Oracle(f, prompts[i], max_tokens)) << "request " << i;
     EXPECT_EQ(c.usage.prompt_tokens, static_cast<int64_t>(prompts[i].size()));
     EXPECT_EQ(c.usage.completion_tokens, static_cast<int64_t>(c.tokens[0].size()));
   }
-  ASSERT_TRUE(engine->WaitUntilIdle(absl::Seconds(10)));
   const EngineStats stats = engine->Stats();
   EXPECT_EQ(stats.requests_finished, num);
   EXPECT_EQ(stats.kv_blocks_used, 0);

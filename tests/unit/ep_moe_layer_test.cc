@@ -113,9 +113,12 @@ TEST_P(EpMoeLayerTest, BitwiseEqualToWorldSizeOne) {
   const float* bias = c.bias.empty() ? nullptr : c.bias.data();
   auto backend = kernels::MakeCpuBackend(1);
   std::vector<float> expected(all_x.size());
-  MoeRoutingStats oracle_stats;
-  ASSERT_TRUE(RunMoeLayer(*backend, layer->shape, layer->weights, all_x.data(), total,
-                          expected.data(), bias, &oracle_stats)
+  auto tables = BuildExpertTables(*backend, layer->weights);
+  ASSERT_TRUE(tables.ok()) << tables.status();
+  MoeWorkspace workspace;
+  std::vector<int64_t> oracle_counts(c.experts, 0);  // device counters (host memory on CPU)
+  ASSERT_TRUE(RunMoeLayer(*backend, layer->shape, layer->weights, workspace, all_x.data(), total,
+                          expected.data(), bias, oracle_counts.data())
                   .ok());
 
   InProcessGroupOptions options;
@@ -124,7 +127,9 @@ TEST_P(EpMoeLayerTest, BitwiseEqualToWorldSizeOne) {
   std::vector<RankResult> results(c.world);
   absl::Status st = group.Run([&](int rank, Communicator& comm) -> absl::Status {
     auto rank_backend = kernels::MakeCpuBackend(1);
-    const MoeLayerWeights w = RankWeights(*layer, *placement, rank);
+    MoeLayerWeights w = RankWeights(*layer, *placement, rank);
+    absl::StatusOr<kernels::DeviceBuffer> rank_tables = BuildExpertTables(*rank_backend, w);
+    if (!rank_tables.ok()) return rank_tables.status();
     const ExpertParallelContext ep{&comm, &*placement};
     RankResult& r = results[rank];
     r.out.assign(x[rank].size(), -1.0f);
@@ -164,8 +169,8 @@ TEST_P(EpMoeLayerTest, BitwiseEqualToWorldSizeOne) {
     }
     EXPECT_EQ(t.row_bytes, hidden * 4);
   }
-  EXPECT_EQ(routed, oracle_stats.tokens_per_expert);
-  EXPECT_EQ(computed, oracle_stats.tokens_per_expert);  // dropless: every row computed once
+  EXPECT_EQ(routed, oracle_counts);
+  EXPECT_EQ(computed, oracle_counts);  // dropless: every row computed once
   // A replicated expert's rows are split: a source with at least R rows for it reaches all R
   // replicas (round robin).
   for (int64_t e = 0; e < c.experts; ++e) {
@@ -288,6 +293,8 @@ TEST(EpMoeLayerErrorsTest, ARankMissingItsExpertWeightsFailsAndReleasesPeers) {
         auto backend = kernels::MakeCpuBackend(1);
         MoeLayerWeights w = RankWeights(*layer, *placement, rank);
         if (rank == 2) w.experts[4] = {};  // lost one of its own experts
+        absl::StatusOr<kernels::DeviceBuffer> tables = BuildExpertTables(*backend, w);
+        if (!tables.ok()) return tables.status();
         std::vector<float> x(24 * 16, 0.5f), out(x.size());
         for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7) - 3.0f;
         const ExpertParallelContext ep{&comm, &*placement};
