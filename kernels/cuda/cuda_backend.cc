@@ -13,7 +13,9 @@
 // buffers free themselves with cudaFreeAsync on the backend's stream (the deleter keeps the
 // stream alive, so a buffer may outlive the backend object). A scratch buffer allocated inside
 // a graph capture must be freed inside it too, and one allocated outside must not be freed
-// inside (CUDA graph memory-node rules).
+// inside (CUDA graph memory-node rules). Allocate/AllocateHost and the freeing of their buffers
+// (cudaMalloc/cudaFree, cudaHostAlloc/cudaFreeHost) must not happen during a capture at all: they
+// are not stream operations and would invalidate it.
 //
 // Device selection: every entry point makes the backend's device current on the calling thread
 // (cudaSetDevice only when it is not), because launches go to the current device.
