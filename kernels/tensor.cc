@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <new>
+#include <utility>
 
 namespace moeserve::kernels {
 
@@ -22,12 +23,12 @@ DeviceBuffer::DeviceBuffer(Device device, size_t bytes) : bytes_(bytes), device_
   constexpr size_t kAlign = 64;
   void* p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
   if (p == nullptr) throw std::bad_alloc();
-  ptr_ = std::unique_ptr<void, void (*)(void*)>(p, [](void* q) { std::free(q); });
+  ptr_ = std::unique_ptr<void, Deleter>(p, [](void* q) { std::free(q); });
 }
 
-DeviceBuffer DeviceBuffer::Adopt(Device device, void* ptr, size_t bytes, void (*deleter)(void*)) {
+DeviceBuffer DeviceBuffer::Adopt(Device device, void* ptr, size_t bytes, Deleter deleter) {
   DeviceBuffer b;
-  b.ptr_ = std::unique_ptr<void, void (*)(void*)>(ptr, deleter);
+  b.ptr_ = std::unique_ptr<void, Deleter>(ptr, std::move(deleter));
   b.bytes_ = bytes;
   b.device_ = device;
   return b;

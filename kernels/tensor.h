@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -61,11 +62,14 @@ class DeviceBuffer {
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
 
-  // Takes ownership of memory allocated elsewhere (e.g. cudaMalloc), freed by `deleter`.
-  static DeviceBuffer Adopt(Device device, void* ptr, size_t bytes, void (*deleter)(void*));
+  // Takes ownership of memory allocated elsewhere (e.g. cudaMalloc), freed by `deleter`. The
+  // deleter may carry context (the CUDA backend's scratch buffers free themselves with
+  // cudaFreeAsync on the backend's stream, which the deleter keeps alive).
+  using Deleter = std::function<void(void*)>;
+  static DeviceBuffer Adopt(Device device, void* ptr, size_t bytes, Deleter deleter);
 
  private:
-  std::unique_ptr<void, void (*)(void*)> ptr_{nullptr, [](void*) {}};
+  std::unique_ptr<void, Deleter> ptr_{nullptr, [](void*) {}};
   size_t bytes_ = 0;
   Device device_ = Device::kCpu;
 };

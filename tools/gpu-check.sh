@@ -1,30 +1,218 @@
 #!/usr/bin/env bash
-# Every GPU check behind one script, for the lent GPU machine (run through the `device` tool from
-# the repository root). Builds kernels/, parallel/ and tests/gpu there (16 cores, no gRPC needed),
-# runs the GPU tests and writes everything to $OUT (default ./gpu-check-out):
-#   $OUT/device.txt   nvidia-smi and nvcc versions     $OUT/ctest.txt  GPU test results
-#   $OUT/build.txt    configure + build log
-# If abseil/googletest are missing there, carry an install prefix of them as .deps/prefix (the
-# `device` tool's carry); it is put on CMAKE_PREFIX_PATH.
+# Every GPU check behind one script, for the lent GPU machine. It builds NOTHING: the binaries come
+# prebuilt in gpu-bins/ (tools/build-gpu-bins.sh, run here first), carried by the device call:
+#
+#   run(command="tools/gpu-check.sh", carry=["gpu-bins"], timeout_s=540)
+#
+# Steps (each under `timeout`; about 8 minutes at most in all):
+#   1. the machine: nvidia-smi, driver and runtime versions, OS, glibc;
+#   2. libraries: finds libcublasLt.so.13 (the torch wheels' nvidia/cu13/lib or nvidia/cublas/lib
+#      under python3's site-packages, else the CUDA toolkit), puts it and gpu-bins/lib on
+#      LD_LIBRARY_PATH, records `ldd` of every binary;
+#   3. every test binary in gpu-bins/bin with --gtest_output=json;
+#   4. every benchmark binary (name containing "bench"), if any.
+# Results in $OUT (default ./gpu-check-out), at most 3 files (a device call returns 8 at most):
+#   summary.txt        the machine, the libraries, per-binary counts, failed and skipped GPU tests
+#   failures.txt       the output of every failed test (empty when none failed)
+#   gpu-check.tar.gz   everything: logs, gtest JSON, ldd, nvidia-smi -q, benchmark output
+# Exit status non-zero when a binary listed in gpu-bins/MANIFEST.txt is missing or cannot start,
+# any test failed or crashed, or any GPU test (a name containing "cuda") was skipped: on the GPU
+# machine a skipped CUDA case means the CUDA backend did not come up, which is a failure.
+#
+# --dry-run: for checking this script's logic on a machine without a GPU. Everything runs the
+# same; the CUDA cases then skip and are reported as failures, so the exit status is non-zero
+# by design (the summary says so).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
+dry_run=0
+[[ "${1:-}" == --dry-run ]] && dry_run=1
+bins=${MOESERVE_GPU_BINS:-gpu-bins}
 out=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$out"
-{ nvidia-smi; nvcc --version; ldd --version | head -1; } >"$out/device.txt" 2>&1
-prefix_args=()
-[[ -d .deps/prefix ]] && prefix_args=(-DCMAKE_PREFIX_PATH="$PWD/.deps/prefix")
-build=${MOESERVE_BUILD_DIR:-build-gpu}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+start=$SECONDS
+budget=${MOESERVE_GPU_CHECK_BUDGET_S:-470}  # seconds for everything
+summary=$work/summary.txt
+failed=0
+fail() {
+  echo "FAIL: $*" | tee -a "$summary"
+  failed=1
+}
+# Seconds left for a step: min(wanted, what the budget still allows), at least 5.
+step_limit() {
+  local left=$((budget - (SECONDS - start)))
+  local want=$1
+  ((left < want)) && want=$left
+  ((want < 5)) && want=5
+  echo "$want"
+}
+
 {
-  cmake -S . -B "$build" -G Ninja -DMOESERVE_KERNELS_ONLY=ON -DMOESERVE_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=native "${prefix_args[@]}" &&
-    ninja -C "$build" -j "$(nproc)"
-} >"$out/build.txt" 2>&1
-build_rc=$?
-echo "build rc=$build_rc" | tee -a "$out/summary.txt"
-if [[ $build_rc -eq 0 ]]; then
-  (cd "$build" && ctest -L gpu --output-on-failure) >"$out/ctest.txt" 2>&1
-  echo "ctest rc=$?" | tee -a "$out/summary.txt"
-  tail -5 "$out/ctest.txt"
-else
-  tail -30 "$out/build.txt"
+  echo "moeserve gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ)$([[ $dry_run == 1 ]] && echo ' (DRY RUN)')"
+  [[ -f "$bins/MANIFEST.txt" ]] && sed -n 's/^\(commit\|built\|nvcc\|cuda archs\): /  bins \1: /p' "$bins/MANIFEST.txt"
+} >"$summary"
+
+# ---- 1. The machine.
+{
+  timeout 30 nvidia-smi
+  timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
+  cat /proc/driver/nvidia/version
+  uname -a
+  cat /etc/os-release
+  ldd --version | head -1
+  command -v nvcc && timeout 10 nvcc --version
+} >"$work/device.txt" 2>&1
+timeout 60 nvidia-smi -q >"$work/nvidia-smi-q.txt" 2>&1
+gpu=$(timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap \
+  --format=csv,noheader 2>/dev/null | head -1)
+{
+  echo "gpu: ${gpu:-none found}"
+  echo "os: $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"), $(ldd --version | head -1)"
+} >>"$summary"
+[[ -z "$gpu" && $dry_run == 0 ]] && fail "nvidia-smi found no GPU"
+
+# ---- 2. Libraries.
+if [[ ! -d "$bins/bin" ]]; then
+  fail "$bins/bin is missing: build it here with tools/build-gpu-bins.sh and carry it (carry=[\"$bins\"])"
+  cp "$summary" "$out/summary.txt"
+  exit 1
 fi
+cublas_dir=""
+{
+  echo "# candidates for libcublasLt.so.13, in the order tried"
+  site=$(timeout 30 python3 -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null)
+  for dir in ${MOESERVE_CUBLAS_DIR:-} $(for s in $site; do echo "$s/nvidia/cu13/lib" "$s/nvidia/cublas/lib"; done) \
+    /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    if [[ -e "$dir/libcublasLt.so.13" ]]; then
+      echo "found: $dir/libcublasLt.so.13 -> $(readlink -f "$dir/libcublasLt.so.13")"
+      [[ -z "$cublas_dir" ]] && cublas_dir=$dir
+    else
+      echo "absent: $dir"
+    fi
+  done
+  # Anything else under site-packages/nvidia, for the record.
+  for s in $site; do [[ -d "$s/nvidia" ]] && timeout 30 find "$s/nvidia" -name 'libcublasLt.so*'; done
+} >"$work/libraries.txt" 2>&1
+echo "cublasLt: ${cublas_dir:-NOT FOUND}" >>"$summary"
+[[ -z "$cublas_dir" ]] && fail "libcublasLt.so.13 not found (see libraries.txt in the tarball)"
+export MOESERVE_MATMUL_LOG=1  # the CUDA backend logs its cuBLASLt choice per matmul shape
+export LD_LIBRARY_PATH="$PWD/$bins/lib${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+mapfile -t expected < <(sed -n 's/^binary: //p' "$bins/MANIFEST.txt" 2>/dev/null)
+[[ ${#expected[@]} -eq 0 ]] && fail "$bins/MANIFEST.txt lists no binaries"
+for name in "${expected[@]}"; do
+  [[ -x "$bins/bin/$name" ]] || fail "binary $name (in MANIFEST.txt) is missing from $bins/bin"
+done
+# The machine's own libstdc++/libgcc_s unless a binary needs newer ones than it has.
+unresolved() { for b in "$bins"/bin/*; do ldd "$b" 2>&1 | grep "not found"; done; }
+if [[ -n "$(unresolved)" && -d "$bins/lib-fallback" ]]; then
+  { echo "without lib-fallback:"; unresolved; } >>"$work/libraries.txt"
+  export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PWD/$bins/lib-fallback"
+  echo "libstdc++: the bundled fallback (the machine's is too old or missing)" >>"$summary"
+else
+  echo "libstdc++: the machine's own" >>"$summary"
+fi
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >>"$work/libraries.txt"
+for bin in "$bins"/bin/*; do
+  echo "== ${bin##*/}" >>"$work/libraries.txt"
+  ldd "$bin" >>"$work/libraries.txt" 2>&1
+  if ldd "$bin" 2>&1 | grep -q "not found"; then
+    fail "${bin##*/}: $(ldd "$bin" 2>&1 | grep 'not found' | tr -s ' \t\n' ' ')"
+  fi
+done
+cuda_runtime=$(sed -n 's/^nvcc: //p' "$bins/MANIFEST.txt" 2>/dev/null)
+echo "cuda runtime (static, from the build): ${cuda_runtime:-?}" >>"$summary"
+
+# ---- 3. Tests. Counts come from the gtest JSON (python3: the machine's torch python).
+echo "tests (binary: total passed failed skipped, GPU skips count as failures):" >>"$summary"
+: >"$work/failures.txt"
+for bin in "$bins"/bin/*; do
+  name=${bin##*/}
+  [[ "$name" == *bench* ]] && continue
+  limit=$(step_limit 180)
+  json=$work/$name.json
+  t0=$SECONDS
+  timeout "$limit" "$bin" --gtest_output="json:$json" >"$work/$name.log" 2>&1
+  rc=$?
+  secs=$((SECONDS - t0))
+  if [[ ! -s "$json" ]]; then
+    fail "$name: no results (exit $rc after ${secs}s$([[ $rc == 124 ]] && echo ', timed out')); log tail:"
+    tail -15 "$work/$name.log" | sed 's/^/    /' | tee -a "$summary"
+    continue
+  fi
+  python3 - "$json" "$name" "$rc" "$secs" "$work/failures.txt" "$work/$name.log" >>"$summary" <<'EOF'
+import json, sys
+path, name, rc, secs, failures_path, log_path = sys.argv[1:]
+data = json.load(open(path))
+total = passed = 0
+failed, skipped, gpu_skipped = [], [], []
+for suite in data.get("testsuites", []):
+    for case in suite.get("testsuite", []):
+        full = f'{suite["name"]}.{case["name"]}'
+        total += 1
+        if case.get("failures"):
+            failed.append((full, case["failures"]))
+        elif case.get("result") == "SKIPPED":
+            skipped.append(full)
+            if "cuda" in full.lower():
+                gpu_skipped.append(full)
+        else:
+            passed += 1
+print(f"  {name}: {total} {passed} {len(failed)} {len(skipped)}  (exit {rc}, {secs}s)")
+for full, _ in failed[:20]:
+    print(f"    FAILED {full}")
+if len(failed) > 20:
+    print(f"    ... and {len(failed) - 20} more failed")
+for full in gpu_skipped[:5]:
+    print(f"    SKIPPED (GPU) {full}")
+if len(gpu_skipped) > 5:
+    print(f"    ... and {len(gpu_skipped) - 5} more GPU tests skipped")
+if gpu_skipped:  # the reason, once: the message after the first "Skipped" in the log
+    lines = open(log_path, errors="replace").read().splitlines()
+    for i, line in enumerate(lines):
+        if line.endswith(": Skipped") and i + 1 < len(lines):
+            print(f"    skip reason: {lines[i + 1].strip()[:300]}")
+            break
+with open(failures_path, "a") as f:
+    for full, msgs in failed:
+        f.write(f"==== {name}: {full}\n")
+        for m in msgs:
+            f.write(m.get("failure", "") + "\n")
+sys.exit(1 if failed or gpu_skipped or rc not in ("0", "1") else 0)
+EOF
+  py_rc=$?
+  if [[ $py_rc != 0 ]]; then
+    failed=1
+    echo "FAIL: $name" >>"$summary"
+  fi
+done
+
+# ---- 4. Benchmarks, if any were built.
+for bin in "$bins"/bin/*bench*; do
+  [[ -e "$bin" ]] || continue
+  name=${bin##*/}
+  limit=$(step_limit 90)
+  timeout "$limit" "$bin" >"$work/$name.log" 2>&1
+  rc=$?
+  echo "bench $name: exit $rc (log in the tarball)" >>"$summary"
+  sed "s/^/    /" "$work/$name.log" | head -80 >>"$summary"
+  [[ $rc != 0 ]] && fail "benchmark $name exited $rc"
+done
+
+elapsed=$((SECONDS - start))
+{
+  echo "elapsed: ${elapsed}s"
+  if [[ $dry_run == 1 ]]; then
+    echo "DRY RUN without a GPU: every CUDA case skipped, so this run reports failure by design;"
+    echo "what matters here is that the CPU cases passed and every binary started."
+  fi
+  [[ $failed == 0 ]] && echo "RESULT: PASS" || echo "RESULT: FAIL"
+} >>"$summary"
+
+cp "$summary" "$out/summary.txt"
+cp "$work/failures.txt" "$out/failures.txt"
+cp "$bins/MANIFEST.txt" "$work/" 2>/dev/null
+tar -czf "$out/gpu-check.tar.gz" -C "$work" . 2>/dev/null
+cat "$out/summary.txt"
+exit $failed

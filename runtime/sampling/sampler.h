@@ -40,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "kernels/ops/sampling.h"
 
 namespace moeserve::runtime {
 
@@ -123,6 +124,17 @@ class Sampler {
   // The distribution the next draw would use (steps 1-6 above): the tokens with probability > 0
   // in id order; for greedy, the argmax with probability 1. Records nothing.
   std::vector<TokenProbability> Distribution(const float* logits, int64_t vocab) const;
+
+  // This sequence's next draw for the device sampler (kernels/ops/sampling.h): fills *row and
+  // appends the penalty history (distinct tokens, in no particular order) to the three arrays,
+  // setting row->history_begin / history_end to their indices. The op then samples what
+  // Sample / SampleWithLogprobs would (the caller records the token with RecordSampled).
+  void AppendSampleRow(kernels::SampleRow* row, std::vector<int32_t>* history_tokens,
+                       std::vector<int32_t>* history_output_counts,
+                       std::vector<uint8_t>* history_in_prompt) const;
+  // Records a token the device sampled from this Sampler's AppendSampleRow: advances the random
+  // stream and the penalty counts exactly as Sample does.
+  void RecordSampled(int32_t token) { Record(token); }
 
   // The explicit seed, or the one drawn for this Sampler.
   uint64_t seed() const { return seed_; }
