@@ -55,7 +55,7 @@ for h in "${harnesses[@]}"; do
   # Fork mode with -ignore_*: a known crash does not end the run; every crash, timeout and OOM
   # is kept as an artifact and judged below. The grown corpus goes to $hout/corpus (first dir).
   "$bdir/tests/fuzz/fuzz_$h" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
-    -max_total_time="$time_s" -timeout=10 -rss_limit_mb=2048 -max_len=8192 "${dict[@]}" \
+    -max_total_time="$time_s" -print_funcs=0 -timeout=10 -rss_limit_mb=2048 -max_len=8192 "${dict[@]}" \
     -artifact_prefix="$hout/artifacts/" "$hout/corpus" "$fuzz_dir/corpus/$h" \
     >"$hout/log" 2>&1 || true
   stats=$(grep -E '^#[0-9]+: cov:' "$hout/log" | tail -1)
