@@ -36,8 +36,8 @@ void CheckSame(const moeserve::parallel::ExpertPlacement& a,
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   for (const Shape& s : kShapes) {
-    auto placement = moeserve::parallel::ExpertPlacement::FromJson(text, s.layers, s.experts,
-                                                                   s.ep_size, "fuzz");
+    auto placement =
+        moeserve::parallel::ExpertPlacement::FromJson(text, s.layers, s.experts, s.ep_size, "fuzz");
     if (!placement.ok()) continue;
     for (int64_t l = 0; l < s.layers; ++l) {
       for (int64_t e = 0; e < s.experts; ++e) {

@@ -53,14 +53,43 @@ using absl::Duration;
 using absl::Mutex;
 using absl::Time;
 
+// abseil calls its own entry points (AwaitWithTimeout calls AwaitWithDeadline, ...); only the
+// outermost call, the one moeserve made, is annotated.
+thread_local int depth = 0;
+struct Nested {
+  Nested() { ++depth; }
+  ~Nested() { --depth; }
+  static bool Outermost() { return depth == 0; }
+};
+
+void PreLock(Mutex* mu, unsigned flags) {
+  if (Nested::Outermost()) __tsan_mutex_pre_lock(mu, flags);
+}
+void PostLock(Mutex* mu, unsigned flags) {
+  if (Nested::Outermost()) __tsan_mutex_post_lock(mu, flags, 0);
+}
+void PreUnlock(Mutex* mu, unsigned flags) {
+  if (Nested::Outermost()) __tsan_mutex_pre_unlock(mu, flags);
+}
+void PostUnlock(Mutex* mu, unsigned flags) {
+  if (Nested::Outermost()) __tsan_mutex_post_unlock(mu, flags);
+}
+
+// Runs the real abseil function `call`; annotations made inside it are abseil's own nested calls.
+template <typename F>
+auto Call(F call) {
+  Nested nested;
+  return call();
+}
+
 // The mutex is released for the duration of `wait` (which returns with it held again).
 template <typename F>
 auto ReleasedWhile(Mutex* mu, unsigned flags, F wait) {
-  __tsan_mutex_pre_unlock(mu, flags);
-  auto result = wait();
-  __tsan_mutex_post_unlock(mu, flags);
-  __tsan_mutex_pre_lock(mu, flags);
-  __tsan_mutex_post_lock(mu, flags, 0);
+  PreUnlock(mu, flags);
+  auto result = Call(wait);
+  PostUnlock(mu, flags);
+  PreLock(mu, flags);
+  PostLock(mu, flags);
   return result;
 }
 
@@ -71,78 +100,95 @@ ABSL_NAMESPACE_BEGIN
 
 Mutex::~Mutex() {
   static const auto real = Real<void (*)(Mutex*)>("5MutexD1Ev");
-  __tsan_mutex_destroy(this, __tsan_mutex_not_static);
-  real(this);
+  if (Nested::Outermost()) __tsan_mutex_destroy(this, __tsan_mutex_not_static);
+  Call([&] {
+    real(this);
+    return true;
+  });
 }
 
 void Mutex::Lock() {
   static const auto real = Real<void (*)(Mutex*)>("5Mutex4LockEv");
-  __tsan_mutex_pre_lock(this, 0);
-  real(this);
-  __tsan_mutex_post_lock(this, 0, 0);
+  PreLock(this, 0);
+  Call([&] {
+    real(this);
+    return true;
+  });
+  PostLock(this, 0);
 }
 
 void Mutex::ReaderLock() {
   static const auto real = Real<void (*)(Mutex*)>("5Mutex10ReaderLockEv");
-  __tsan_mutex_pre_lock(this, __tsan_mutex_read_lock);
-  real(this);
-  __tsan_mutex_post_lock(this, __tsan_mutex_read_lock, 0);
+  PreLock(this, __tsan_mutex_read_lock);
+  Call([&] {
+    real(this);
+    return true;
+  });
+  PostLock(this, __tsan_mutex_read_lock);
 }
 
 bool Mutex::TryLock() {
   static const auto real = Real<bool (*)(Mutex*)>("5Mutex7TryLockEv");
-  __tsan_mutex_pre_lock(this, __tsan_mutex_try_lock);
-  const bool locked = real(this);
-  __tsan_mutex_post_lock(
-      this, __tsan_mutex_try_lock | (locked ? 0 : __tsan_mutex_try_lock_failed), 0);
+  PreLock(this, __tsan_mutex_try_lock);
+  const bool locked = Call([&] { return real(this); });
+  PostLock(this, __tsan_mutex_try_lock | (locked ? 0 : __tsan_mutex_try_lock_failed));
   return locked;
 }
 
 bool Mutex::ReaderTryLock() {
   static const auto real = Real<bool (*)(Mutex*)>("5Mutex13ReaderTryLockEv");
-  __tsan_mutex_pre_lock(this, __tsan_mutex_try_read_lock);
-  const bool locked = real(this);
-  __tsan_mutex_post_lock(
-      this, __tsan_mutex_try_read_lock | (locked ? 0 : __tsan_mutex_try_lock_failed), 0);
+  PreLock(this, __tsan_mutex_try_read_lock);
+  const bool locked = Call([&] { return real(this); });
+  PostLock(this, __tsan_mutex_try_read_lock | (locked ? 0 : __tsan_mutex_try_lock_failed));
   return locked;
 }
 
 void Mutex::Unlock() {
   static const auto real = Real<void (*)(Mutex*)>("5Mutex6UnlockEv");
-  __tsan_mutex_pre_unlock(this, 0);
-  real(this);
-  __tsan_mutex_post_unlock(this, 0);
+  PreUnlock(this, 0);
+  Call([&] {
+    real(this);
+    return true;
+  });
+  PostUnlock(this, 0);
 }
 
 void Mutex::ReaderUnlock() {
   static const auto real = Real<void (*)(Mutex*)>("5Mutex12ReaderUnlockEv");
-  __tsan_mutex_pre_unlock(this, __tsan_mutex_read_lock);
-  real(this);
-  __tsan_mutex_post_unlock(this, __tsan_mutex_read_lock);
+  PreUnlock(this, __tsan_mutex_read_lock);
+  Call([&] {
+    real(this);
+    return true;
+  });
+  PostUnlock(this, __tsan_mutex_read_lock);
 }
 
 void Mutex::LockWhen(const Condition& cond) {
-  static const auto real = Real<void (*)(Mutex*, const Condition&)>("5Mutex8LockWhenERKNS0_9ConditionE");
-  __tsan_mutex_pre_lock(this, 0);
-  real(this, cond);
-  __tsan_mutex_post_lock(this, 0, 0);
+  static const auto real =
+      Real<void (*)(Mutex*, const Condition&)>("5Mutex8LockWhenERKNS0_9ConditionE");
+  PreLock(this, 0);
+  Call([&] {
+    real(this, cond);
+    return true;
+  });
+  PostLock(this, 0);
 }
 
 bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, Duration)>(
       "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  __tsan_mutex_pre_lock(this, 0);
-  const bool met = real(this, cond, timeout);
-  __tsan_mutex_post_lock(this, 0, 0);
+  PreLock(this, 0);
+  const bool met = Call([&] { return real(this, cond, timeout); });
+  PostLock(this, 0);
   return met;
 }
 
 bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, Time)>(
       "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  __tsan_mutex_pre_lock(this, 0);
-  const bool met = real(this, cond, deadline);
-  __tsan_mutex_post_lock(this, 0, 0);
+  PreLock(this, 0);
+  const bool met = Call([&] { return real(this, cond, deadline); });
+  PostLock(this, 0);
   return met;
 }
 
@@ -182,8 +228,8 @@ bool CondVar::WaitWithTimeout(Mutex* mu, Duration timeout) {
 }
 
 bool CondVar::WaitWithDeadline(Mutex* mu, Time deadline) {
-  static const auto real = Real<bool (*)(CondVar*, Mutex*, Time)>(
-      "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
+  static const auto real =
+      Real<bool (*)(CondVar*, Mutex*, Time)>("7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
   return ReleasedWhile(mu, 0, [&] { return real(this, mu, deadline); });
 }
 
