@@ -74,7 +74,7 @@ echo "== sanitize: engine and communicator tests under TSan"
   # Archer (LLVM's OpenMP tool) tells TSan about libomp's barriers and tasks, which Debian's
   # libomp does not annotate itself; without it every parallel kernel would be a false race.
   export OMP_TOOL_LIBRARIES=/usr/lib/llvm-14/lib/libarcher.so
-  ctest -j "$jobs" -R '^unit\.(EngineTest|CommunicatorTest|CommunicatorErrorsTest)\.' \
+  ctest -j "$jobs" -R '^unit\.([A-Za-z0-9]+/)?(EngineTest|CommunicatorTest|CommunicatorErrorsTest)\.' \
     --output-on-failure --timeout 1200
 )
 echo "== sanitize: TSan tests took $(($(date +%s) - stage_start)) s"
