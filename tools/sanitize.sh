@@ -70,7 +70,7 @@ ninja -C "$tsan_dir" -j "$jobs" unit_engine_test unit_communicator_test
 echo "== sanitize: engine and communicator tests under TSan"
 (
   cd "$tsan_dir"
-  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/sanitizers/tsan.supp"
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$root/tests/sanitizers/tsan.supp"
   # Archer (LLVM's OpenMP tool) tells TSan about libomp's barriers and tasks, which Debian's
   # libomp does not annotate itself; without it every parallel kernel would be a false race.
   export OMP_TOOL_LIBRARIES=/usr/lib/llvm-14/lib/libarcher.so
