@@ -20,15 +20,28 @@ constexpr int64_t kTileN = 4;
 // x86-64 machine.
 constexpr int kLanes = 8;
 
+// The clones are picked by an ifunc resolver that the dynamic loader runs before any sanitizer
+// runtime is set up; ThreadSanitizer instruments the resolver (__tsan_func_entry) and the
+// process crashes at load. TSan builds (tools/sanitize.sh) therefore use the baseline code only;
+// the bits are the same either way (see above).
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MOESERVE_NO_TARGET_CLONES 1
+#endif
+#endif
+#ifdef MOESERVE_NO_TARGET_CLONES
+#define MOESERVE_CPU_CLONES
+#else
+#define MOESERVE_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+
 inline float Reduce(const float* acc) {
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 // y[j] = dot(x, w + j*k) for j < kTileN; w holds kTileN fp32 rows of length k.
 // Compiled twice (AVX2 and baseline SSE2) and picked at load time by the CPU's features.
-__attribute__((target_clones("arch=x86-64-v3", "default"))) void DotTile(const float* x,
-                                                                         const float* w, int64_t k,
-                                                                         float* y) {
+MOESERVE_CPU_CLONES void DotTile(const float* x, const float* w, int64_t k, float* y) {
   float acc[kTileN][kLanes] = {};
   const float* w0 = w;
   const float* w1 = w + k;
@@ -55,8 +68,8 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) void DotTile(const f
 
 // Converts rows [row, row + count) of w to fp32 into out ([kTileN, k]); rows past count are
 // zero-filled so DotTile can always run on a full tile.
-__attribute__((target_clones("arch=x86-64-v3", "default"))) void ConvertRows(
-    const void* w, DType dtype, int64_t row, int64_t count, int64_t k, float* out) {
+MOESERVE_CPU_CLONES void ConvertRows(const void* w, DType dtype, int64_t row, int64_t count,
+                                     int64_t k, float* out) {
   const size_t offset = static_cast<size_t>(row) * static_cast<size_t>(k);
   const size_t total = static_cast<size_t>(count) * static_cast<size_t>(k);
   switch (dtype) {
