@@ -48,8 +48,8 @@ TEST_P(RandomFillCudaTest, MatchesCpuTwinBitwise) {
 
 INSTANTIATE_TEST_SUITE_P(DTypes, RandomFillCudaTest,
                          ::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(DTypeName(info.param));
+                         [](const ::testing::TestParamInfo<DType>& param) {
+                           return std::string(DTypeName(param.param));
                          });
 
 }  // namespace
