@@ -47,6 +47,11 @@ def available_implementations() -> list[str]:
         impls += [n for n in names if n != "eager"]
     except ImportError:
         pass
+    major = int(transformers.__version__.split(".")[0])
+    if len(impls) == 1 and major >= 5:
+        # The registry moved or is named differently: try the names transformers 5 documents;
+        # one the installed version does not know fails and is reported under "errors".
+        impls += ["grouped_mm", "batched_mm"]
     return impls
 
 
