@@ -190,7 +190,7 @@ EOF
 done
 
 # ---- 4. Benchmarks (about 4 minutes at most in all; docs/benchmarks.md explains the numbers).
-# Each under `timeout`, its JSON (stdout) in <name>.json and its log in <name>.log in the
+# Each under `timeout`, its stdout (JSON, or text for gpu_backend_ops_bench) in <name>.json and its log in <name>.log in the
 # tarball, the JSON also in the summary. The budget bounds them with the rest: a step gets what
 # is left, so a slow test run shortens the benchmarks rather than the whole check.
 #   gpu_backend_ops_bench   per-op timings (tests/gpu), 60 s
@@ -209,7 +209,11 @@ run_bench() {  # name want_seconds command...
   timeout "$limit" "$@" >"$work/$name.json" 2>"$work/$name.log"
   local rc=$?
   echo "bench $name: exit $rc after $((SECONDS - t0))s (limit ${limit}s$([[ $rc == 124 ]] && echo ', TIMED OUT'))" >>"$summary"
-  grep '^{' "$work/$name.json" | tail -1 | cut -c1-6000 | sed 's/^/    /' >>"$summary"
+  if grep -q '^{' "$work/$name.json"; then  # a JSON benchmark: its result line
+    grep '^{' "$work/$name.json" | tail -1 | cut -c1-6000 | sed 's/^/    /' >>"$summary"
+  else  # a text one (gpu_backend_ops_bench): its first lines
+    head -60 "$work/$name.json" | sed 's/^/    /' >>"$summary"
+  fi
   [[ $rc != 0 ]] && { tail -8 "$work/$name.log" | sed 's/^/    log: /' >>"$summary"; fail "benchmark $name exited $rc"; }
 }
 for bin in "$bins"/bin/*bench*; do
