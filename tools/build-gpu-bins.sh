@@ -6,9 +6,11 @@
 #   tools/build-gpu-bins.sh                      # here: configure + build + stage (prints the size)
 #   run(command="tools/gpu-check.sh", carry=["gpu-bins"], timeout_s=540)    # there
 #
-# Build: ${MOESERVE_GPU_BUILD_DIR:-build-gpu}, Release, kernels/ + tests only
-# (MOESERVE_KERNELS_ONLY=ON), CUDA code for sm_90a only (H100/H200: small binaries, no JIT), cudart
-# linked statically. cuBLASLt is NOT bundled (~500 MB): gpu-check.sh finds libcublasLt.so.13 on
+# Build: ${MOESERVE_GPU_BUILD_DIR:-build-gpu}, Release, without the daemon's front ends
+# (MOESERVE_FRONTENDS=OFF: no gRPC / protobuf, which the GPU machine does not have), CUDA code for
+# sm_90a only (H100/H200: small binaries, no JIT), cudart linked statically. Only the staged
+# targets are built: the gpu_* tests, gpu_backend_ops_bench and moeserve_bench (server/main.cc
+# without `serve`: `moeserve_bench bench --preset mixtral-8x7b`, make-model, generate). cuBLASLt is NOT bundled (~500 MB): gpu-check.sh finds libcublasLt.so.13 on
 # the GPU machine (the torch wheels' nvidia/cu13/lib or nvidia/cublas/lib, else the CUDA toolkit).
 # The other shared libraries the binaries need beyond glibc are copied: abseil and libgomp into
 # gpu-bins/lib (always used), libstdc++ and libgcc_s into gpu-bins/lib-fallback (used only when
@@ -26,8 +28,8 @@ stage=gpu-bins
 limit_bytes=$((64 * 1024 * 1024))
 
 echo "== configure $build"
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOESERVE_KERNELS_ONLY=ON \
-  -DMOESERVE_CUDA=ON -DMOESERVE_NCCL=OFF -DCMAKE_CUDA_ARCHITECTURES=90a "$@" \
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOESERVE_KERNELS_ONLY=OFF \
+  -DMOESERVE_FRONTENDS=OFF -DMOESERVE_CUDA=ON -DMOESERVE_NCCL=OFF -DCMAKE_CUDA_ARCHITECTURES=90a "$@" \
   >"$build.cmake.log" 2>&1 || { cat "$build.cmake.log" >&2; exit 1; }
 
 # Every executable of tests/gpu (gpu_<file>) and every benchmark (a target whose name contains

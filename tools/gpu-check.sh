@@ -10,7 +10,8 @@
 #      under python3's site-packages, else the CUDA toolkit), puts it and gpu-bins/lib on
 #      LD_LIBRARY_PATH, records `ldd` of every binary;
 #   3. every test binary in gpu-bins/bin with --gtest_output=json;
-#   4. every benchmark binary (name containing "bench"), if any.
+#   4. the benchmarks: every benchmark binary (name containing "bench"; moeserve_bench with
+#      `bench --preset mixtral-8x7b`) and bench/hf_moe_bench.py (section 4 below).
 # Results in $OUT (default ./gpu-check-out), at most 3 files (a device call returns 8 at most):
 #   summary.txt        the machine, the libraries, per-binary counts, failed and skipped GPU tests
 #   failures.txt       the output of every failed test (empty when none failed)
@@ -188,17 +189,58 @@ EOF
   fi
 done
 
-# ---- 4. Benchmarks, if any were built.
+# ---- 4. Benchmarks (about 4 minutes at most in all; docs/benchmarks.md explains the numbers).
+# Each under `timeout`, its stdout (JSON, or text for gpu_backend_ops_bench) in <name>.json and its log in <name>.log in the
+# tarball, the JSON also in the summary. The budget bounds them with the rest: a step gets what
+# is left, so a slow test run shortens the benchmarks rather than the whole check.
+#   gpu_backend_ops_bench   per-op timings (tests/gpu), 60 s
+#   moeserve_bench          `bench --preset mixtral-8x7b` on CUDA: 93 GB of random bf16 weights
+#                           made on the device, copy bandwidth, decode at batch 1/8/64/256 with a
+#                           512-token context, prefill 512/4096, the MoE block at 1..1024 tokens;
+#                           150 s. --dry-run: the tiny preset on the CPU at tiny sizes.
+#   bench/hf_moe_bench.py   transformers' MixtralSparseMoeBlock, same shape, eager and (if the
+#                           installed transformers has it) grouped_mm; 60 s. Skipped without torch.
+run_bench() {  # name want_seconds command...
+  local name=$1 want=$2
+  shift 2
+  local limit
+  limit=$(step_limit "$want")
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$work/$name.json" 2>"$work/$name.log"
+  local rc=$?
+  echo "bench $name: exit $rc after $((SECONDS - t0))s (limit ${limit}s$([[ $rc == 124 ]] && echo ', TIMED OUT'))" >>"$summary"
+  if grep -q '^{' "$work/$name.json"; then  # a JSON benchmark: its result line
+    grep '^{' "$work/$name.json" | tail -1 | cut -c1-6000 | sed 's/^/    /' >>"$summary"
+  else  # a text one (gpu_backend_ops_bench): its first lines
+    head -60 "$work/$name.json" | sed 's/^/    /' >>"$summary"
+  fi
+  [[ $rc != 0 ]] && { tail -8 "$work/$name.log" | sed 's/^/    log: /' >>"$summary"; fail "benchmark $name exited $rc"; }
+}
 for bin in "$bins"/bin/*bench*; do
   [[ -e "$bin" ]] || continue
   name=${bin##*/}
-  limit=$(step_limit 90)
-  timeout "$limit" "$bin" >"$work/$name.log" 2>&1
-  rc=$?
-  echo "bench $name: exit $rc (log in the tarball)" >>"$summary"
-  sed "s/^/    /" "$work/$name.log" | head -80 >>"$summary"
-  [[ $rc != 0 ]] && fail "benchmark $name exited $rc"
+  case "$name" in
+    moeserve_bench)
+      if [[ $dry_run == 1 ]]; then
+        run_bench "$name" 120 "$bin" bench --device cpu --preset tiny --batches 1,4 --context 32 \
+          --warmup 1 --steps 2 --prefill-tokens 32 --moe-tokens 1,16 --copy-mib 16
+      else
+        run_bench "$name" 150 "$bin" bench --device cuda --preset mixtral-8x7b
+      fi
+      ;;
+    *) run_bench "$name" 60 "$bin" ;;
+  esac
 done
+if timeout 30 python3 -c 'import torch, transformers' 2>/dev/null; then
+  if [[ $dry_run == 1 ]]; then
+    run_bench hf_moe_bench 60 python3 bench/hf_moe_bench.py --device cpu --hidden 256 \
+      --intermediate 512 --tokens 1,16 --iters 2
+  else
+    run_bench hf_moe_bench 60 python3 bench/hf_moe_bench.py
+  fi
+else
+  echo "bench hf_moe_bench: skipped (python3 has no torch + transformers)" >>"$summary"
+fi
 
 elapsed=$((SECONDS - start))
 {
