@@ -1,38 +1,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "kernels/cuda/dtype.cuh"
 #include "kernels/cuda/matmul.cuh"
 
 namespace moeserve::kernels::cuda {
 namespace {
 
 constexpr int kTile = 16;
-
-// The dtype switch is uniform across the grid (no divergence); it keeps one kernel for every
-// dtype combination instead of 27 template instances.
-__device__ __forceinline__ float LoadF32(const void* base, DType dtype, int64_t i) {
-  switch (dtype) {
-    case DType::kBF16:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
-    case DType::kF16:
-      return __half2float(static_cast<const __half*>(base)[i]);
-    default:
-      return static_cast<const float*>(base)[i];
-  }
-}
-
-__device__ __forceinline__ void StoreF32(void* base, DType dtype, int64_t i, float v) {
-  switch (dtype) {
-    case DType::kBF16:
-      static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(v);
-      break;
-    case DType::kF16:
-      static_cast<__half*>(base)[i] = __float2half_rn(v);
-      break;
-    default:
-      static_cast<float*>(base)[i] = v;
-  }
-}
 
 // Block (16, 16): thread (tx, ty) owns y[blockIdx.y*16 + ty, blockIdx.x*16 + tx].
 __global__ void MatmulTiledKernel(const void* x, DType x_dtype, const void* w, DType w_dtype,
