@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# Builds the GPU test and benchmark binaries HERE (no GPU needed) and stages them in gpu-bins/,
-# which a device call carries to the lent GPU machine, where tools/gpu-check.sh runs them without
-# building anything:
+# Builds the GPU test, runtime test and benchmark binaries HERE (no GPU needed) and stages them in
+# gpu-bins/, which a device call carries to the lent GPU machine, where tools/gpu-check.sh runs
+# them without building anything:
 #
 #   tools/build-gpu-bins.sh                      # here: configure + build + stage (prints the size)
 #   run(command="tools/gpu-check.sh", carry=["gpu-bins"], timeout_s=540)    # there
 #
-# Build: ${MOESERVE_GPU_BUILD_DIR:-build-gpu}, Release, without the daemon's front ends
+# Build: ${MOESERVE_GPU_BUILD_DIR:-build-gpu}, Release, kernels/ + runtime/ + tests, no front ends
 # (MOESERVE_FRONTENDS=OFF: no gRPC / protobuf, which the GPU machine does not have), CUDA code for
-# sm_90a only (H100/H200: small binaries, no JIT), cudart linked statically. Only the staged
-# targets are built: the gpu_* tests, gpu_backend_ops_bench and moeserve_bench (server/main.cc
-# without `serve`: `moeserve_bench bench --preset mixtral-8x7b`, make-model, generate). cuBLASLt is NOT bundled (~500 MB): gpu-check.sh finds libcublasLt.so.13 on
+# sm_90a only (H100/H200: small binaries, no JIT), cudart linked statically. Staged targets: the
+# gpu_* tests, golden_* and unit_engine_test, gpu_backend_ops_bench and moeserve_bench
+# (server/main.cc without `serve`: `moeserve_bench bench --preset mixtral-8x7b`, make-model,
+# generate). cuBLASLt is NOT bundled (~500 MB): gpu-check.sh finds libcublasLt.so.13 on
 # the GPU machine (the torch wheels' nvidia/cu13/lib or nvidia/cublas/lib, else the CUDA toolkit).
-# The other shared libraries the binaries need beyond glibc are copied: abseil and libgomp into
-# gpu-bins/lib (always used), libstdc++ and libgcc_s into gpu-bins/lib-fallback (used only when
+# The other shared libraries the binaries need beyond glibc are copied: abseil, libgomp and the
+# runtime's (sentencepiece, spdlog, fmt: Debian ships no static archives of those)
+# into gpu-bins/lib (always used), libstdc++ and libgcc_s into gpu-bins/lib-fallback (used only when
 # the GPU machine's own are too old: ours need glibc >= 2.36). gpu-check.sh sets LD_LIBRARY_PATH.
 #
 # Staged: gpu-bins/bin/<test or bench> (stripped), gpu-bins/lib/*.so*, gpu-bins/MANIFEST.txt
-# (commit, toolchain, the binaries gpu-check.sh must find). At most 64 MiB in all (the device
-# call's carry limit): the script fails above that.
+# (commit, toolchain, the binaries gpu-check.sh must find). Test binaries: tests/gpu/* (gpu_*), the
+# golden tests against HF fixtures and expert parallelism (golden_*) and the engine test
+# (unit_engine_test), each parameterised over cpu/cuda. Their test data is NOT staged: the device
+# call's copy of the repository has tests/data (~10 MB), and gpu-check.sh points
+# MOESERVE_TEST_DATA_DIR at it (the compiled-in path is this machine's). gpu-bins and the working
+# tree, which the call carries too, must fit in 64 MiB together (about 49 + 11 MiB now): the script
+# fails above that.
 # Extra arguments go to CMake, e.g. -DCMAKE_CUDA_ARCHITECTURES=90a-real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,11 +39,13 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOESERVE_KERNELS_ON
   -DMOESERVE_FRONTENDS=OFF -DMOESERVE_CUDA=ON -DMOESERVE_NCCL=OFF -DCMAKE_CUDA_ARCHITECTURES=90a "$@" \
   >"$build.cmake.log" 2>&1 || { cat "$build.cmake.log" >&2; exit 1; }
 
-# Every executable of tests/gpu (gpu_<file>) and every benchmark (a target whose name contains
-# "bench"), as ninja lists them: "tests/gpu_backend_ops_test: CXX_EXECUTABLE_LINKER__...".
+# Every executable of tests/gpu (gpu_<file>), tests/golden (golden_<file>), the engine test
+# (unit_engine_test) and every benchmark (a target whose name contains "bench"), as ninja lists
+# them: "tests/gpu_backend_ops_test: CXX_EXECUTABLE_LINKER__...".
 mapfile -t outputs < <(ninja -C "$build" -t targets all |
   sed -n 's/^\([^:]*\): CXX_EXECUTABLE_LINKER.*/\1/p' |
-  grep -E '(^|/)(gpu_[A-Za-z0-9_]+|[A-Za-z0-9_]*bench[A-Za-z0-9_]*)$' | sort -u)
+  grep -E '(^|/)(gpu_[A-Za-z0-9_]+|golden_[A-Za-z0-9_]+|unit_engine_test|[A-Za-z0-9_]*bench[A-Za-z0-9_]*)$' |
+  sort -u)
 if [[ ${#outputs[@]} -eq 0 ]]; then
   echo "build-gpu-bins: no gpu_* test or *bench* targets in $build" >&2
   exit 1
@@ -82,15 +91,19 @@ done
   echo "cxx: $(c++ --version | head -1)"
   echo "cuda archs: $(sed -n 's/^CMAKE_CUDA_ARCHITECTURES:[A-Z]*=//p' "$build/CMakeCache.txt")"
   echo "needs from the GPU machine: the NVIDIA driver (>= CUDA 13.0), libcublasLt.so.13"
+  echo "test data: tests/data of the repository copy (gpu-check.sh sets MOESERVE_TEST_DATA_DIR)"
   echo "bundled libs: $(cd "$stage/lib" && ls | tr '\n' ' ')"
   echo "fallback libs: $(cd "$stage/lib-fallback" && ls | tr '\n' ' ')"
   for bin in "$stage"/bin/*; do echo "binary: ${bin##*/}"; done
 } >"$stage/MANIFEST.txt"
 
 total=$(du -sb "$stage" | cut -f1)
+# The device call carries the working tree too (tracked + untracked-not-ignored files: tests/data
+# is ~10 MB of it), within the same 64 MiB.
+tree=$(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 du -b "$stage"/bin/* "$stage"/lib/* "$stage"/lib-fallback/* | sort -n | awk '{printf "  %8.2f MiB  %s\n", $1 / 1048576, $2}'
-awk -v t="$total" -v s="$stage" 'BEGIN { printf "%s: %.2f MiB in all (limit 64 MiB)\n", s, t / 1048576 }'
-if ((total > limit_bytes)); then
-  echo "build-gpu-bins: $stage is over the 64 MiB a device call can carry" >&2
+awk -v t="$total" -v r="${tree:-0}" -v s="$stage" 'BEGIN { printf "%s: %.2f MiB; with the working tree (%.2f MiB) %.2f MiB to carry (limit 64 MiB)\n", s, t / 1048576, r / 1048576, (t + r) / 1048576 }'
+if ((total + ${tree:-0} > limit_bytes)); then
+  echo "build-gpu-bins: $stage and the working tree are over the 64 MiB a device call can carry" >&2
   exit 1
 fi

@@ -6,6 +6,12 @@
 // Every rank runs the same number of steps in lockstep; a rank with no active sequence in a step
 // calls Forward with an empty batch and so joins every layer's exchange with zero tokens.
 // Sequences may start at different steps, so prefill and decode mix within one batch.
+//
+// Backends: the EP tests are parameterised over tests/golden/backends.h's backends. On CUDA every
+// case skips (MOESERVE_SKIP_EP_ON_CUDA) with runtime::LoadRankSet's own refusal of --device cuda
+// with --ep-size > 1: the in-process communicator moves rows with host memcpy, and no device
+// communicator exists yet. When LoadRankSet stops refusing, the skip turns into a failure that
+// says to run these cases on CUDA (GroupOptions::backend is already threaded through).
 #pragma once
 
 #include <algorithm>
@@ -23,9 +29,11 @@
 #include "parallel/moe/ep_stats.h"
 #include "parallel/moe/router_skew.h"
 #include "parallel/placement/expert_placement.h"
+#include "runtime/engine/rank_set.h"
 #include "runtime/kv/kv_block_pool.h"
 #include "runtime/model/model_loader.h"
 #include "runtime/model/weight_names.h"
+#include "tests/golden/backends.h"
 
 namespace moeserve::runtime::ep_test {
 
@@ -64,7 +72,19 @@ struct GroupOptions {
   std::function<int(size_t sequence)> assign = [](size_t) { return 0; };
   parallel::RouterSkew skew;
   int64_t kv_block_size = 4;
+  std::string backend = "cpu";  // every rank's backend (tests/golden/backends.h)
 };
+
+// LoadRankSet's answer to --device cuda with --ep-size 2 for the model in `model_dir` (empty: the
+// embedded one): Unimplemented while expert parallelism has no device communicator. It refuses
+// before creating any backend, so the answer is the same with or without a GPU.
+inline absl::Status CudaEpRefusal(const std::string& model_dir) {
+  RankSetOptions options;
+  options.model_dir = model_dir;
+  options.ep_size = 2;
+  options.device = "cuda";
+  return LoadRankSet(options).status();
+}
 
 inline absl::StatusOr<GroupRun> RunGroup(const ModelFactory& make,
                                          const std::vector<Script>& scripts,
@@ -82,7 +102,9 @@ inline absl::StatusOr<GroupRun> RunGroup(const ModelFactory& make,
   parallel::InProcessGroup group(options.world, group_options);
 
   absl::Status st = group.Run([&](int rank, parallel::Communicator& comm) -> absl::Status {
-    auto backend = kernels::MakeCpuBackend(1);  // 8 ranks share 2 cores: one thread each
+    // 8 ranks share 2 cores: one CPU thread each.
+    std::unique_ptr<kernels::Backend> backend = backend_test::NewBackend(options.backend, 1);
+    if (backend == nullptr) return absl::InternalError("no " + options.backend + " backend");
     ModelLoadOptions load;
     load.placement = options.placement;
     load.rank = rank;
@@ -194,3 +216,21 @@ inline std::function<int(size_t)> Spread(int world) {
 }
 
 }  // namespace moeserve::runtime::ep_test
+
+// In an EP test parameterised over backends: skips a case whose backend is absent, and every CUDA
+// case (an expected skip, with LoadRankSet's reason) while expert parallelism cannot run on CUDA.
+#define MOESERVE_SKIP_EP_ON_CUDA(backend, model_dir)                                           \
+  do {                                                                                         \
+    if ((backend) == "cuda") {                                                                 \
+      const absl::Status refusal = ::moeserve::runtime::ep_test::CudaEpRefusal(model_dir);     \
+      if (absl::IsUnimplemented(refusal)) {                                                    \
+        GTEST_SKIP() << ::moeserve::runtime::backend_test::kNotApplicable                      \
+                     << "expert parallelism on CUDA needs a device communicator: " << refusal; \
+      }                                                                                        \
+    }                                                                                          \
+    MOESERVE_SKIP_UNLESS_BACKEND(backend);                                                     \
+    if ((backend) == "cuda") {                                                                 \
+      FAIL() << "LoadRankSet accepts --device cuda with --ep-size 2 now: run the EP tests on " \
+                "CUDA (GroupOptions::backend) instead of skipping them";                       \
+    }                                                                                          \
+  } while (0)

@@ -1,7 +1,9 @@
 // The serving engine on real (small) models. Oracle: runtime::Generate, the single-sequence loop
 // that the golden tests check against Hugging Face transformers. Continuous batching, chunked
 // prefill, preemption with recompute and the sliding-window block release must not change a
-// single token.
+// single token. Every test runs on each backend present (tests/golden/backends.h: CPU always,
+// CUDA when runtime::MakeBackend("cuda") succeeds, else skipped with the reason); the oracle runs
+// on the same backend.
 #include "runtime/engine/engine.h"
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include "parallel/comm/in_process_communicator.h"
 #include "runtime/engine/generate.h"
 #include "runtime/model/model_loader.h"
+#include "tests/golden/backends.h"
 
 namespace moeserve::runtime {
 namespace {
@@ -33,6 +36,22 @@ constexpr int64_t kSlowdown = 1;
 #endif
 absl::Duration Patience(int64_t seconds) { return absl::Seconds(seconds * kSlowdown); }
 
+// The backend of the running test (set by EngineTest::SetUp; the tests run one at a time).
+std::string& BackendName() {
+  static std::string name = "cpu";
+  return name;
+}
+
+class EngineTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    BackendName() = GetParam();
+    MOESERVE_SKIP_UNLESS_BACKEND(GetParam());
+  }
+};
+INSTANTIATE_TEST_SUITE_P(Backends, EngineTest, ::testing::ValuesIn(backend_test::BackendNames()),
+                         backend_test::BackendParamName);
+
 struct Fixture {
   std::unique_ptr<kernels::Backend> backend;
   std::shared_ptr<LoadedModel> loaded;
@@ -41,7 +60,7 @@ struct Fixture {
 
 Fixture Load(const std::string& dir) {
   Fixture f;
-  f.backend = kernels::MakeCpuBackend(1);
+  f.backend = backend_test::NewBackend(BackendName(), 1);
   auto loaded =
       dir.empty() ? LoadEmbeddedModel(f.backend.get()) : LoadModelDir(dir, f.backend.get());
   EXPECT_TRUE(loaded.ok()) << loaded.status();
@@ -156,7 +175,7 @@ void ExpectBatchedEqualsAlone(Fixture& f, const EngineOptions& options, int num,
   }
 }
 
-TEST(EngineTest, ContinuousBatchingEqualsEachRequestAlone) {
+TEST_P(EngineTest, ContinuousBatchingEqualsEachRequestAlone) {
   Fixture f = Load("");
   EngineOptions o;
   o.max_num_batched_tokens = 24;  // forces chunked prefill of the longer prompts
@@ -164,7 +183,7 @@ TEST(EngineTest, ContinuousBatchingEqualsEachRequestAlone) {
   ExpectBatchedEqualsAlone(f, o, 12, 60, 12, /*expect_preemption=*/false);
 }
 
-TEST(EngineTest, PreemptionUnderKvPressureDoesNotChangeOutput) {
+TEST_P(EngineTest, PreemptionUnderKvPressureDoesNotChangeOutput) {
   Fixture f = Load("");
   EngineOptions o;
   o.max_num_batched_tokens = 64;
@@ -173,9 +192,9 @@ TEST(EngineTest, PreemptionUnderKvPressureDoesNotChangeOutput) {
   ExpectBatchedEqualsAlone(f, o, 10, 40, 16, /*expect_preemption=*/true);
 }
 
-TEST(EngineTest, SlidingWindowModelUnderPressureMatchesOracle) {
+TEST_P(EngineTest, SlidingWindowModelUnderPressureMatchesOracle) {
   // fp32_window: a Hugging Face fixture whose sliding window is shorter than these sequences.
-  Fixture f = Load(std::string(MOESERVE_TEST_DATA_DIR) + "/golden/fp32_window");
+  Fixture f = Load(backend_test::TestDataDir() + "/golden/fp32_window");
   ASSERT_TRUE(f.loaded->model->config().sliding_window.has_value());
   EngineOptions o;
   o.max_num_batched_tokens = 16;
@@ -184,7 +203,7 @@ TEST(EngineTest, SlidingWindowModelUnderPressureMatchesOracle) {
   ExpectBatchedEqualsAlone(f, o, 6, 40, 24, /*expect_preemption=*/false);
 }
 
-TEST(EngineTest, SeededSamplingIsIndependentOfBatchNeighbours) {
+TEST_P(EngineTest, SeededSamplingIsIndependentOfBatchNeighbours) {
   Fixture f = Load("");
   const auto prompts = RandomPrompts(6, 30, 32000, 5);
   auto make = [&](size_t i) {
@@ -211,7 +230,7 @@ TEST(EngineTest, SeededSamplingIsIndependentOfBatchNeighbours) {
   }
 }
 
-TEST(EngineTest, NChoicesAreIndependentStreams) {
+TEST_P(EngineTest, NChoicesAreIndependentStreams) {
   Fixture f = Load("");
   auto engine = MakeEngine(f, {});
   GenerationRequest r = Greedy({1, 100, 200, 300}, 8);
@@ -229,7 +248,7 @@ TEST(EngineTest, NChoicesAreIndependentStreams) {
   EXPECT_EQ(c.usage.completion_tokens, 24);
 }
 
-TEST(EngineTest, StopStringCutsTheTextBeforeIt) {
+TEST_P(EngineTest, StopStringCutsTheTextBeforeIt) {
   Fixture f = Load("");
   auto engine = MakeEngine(f, {});
   const std::vector<int32_t> prompt = {1, 22557, 28725, 586, 1141, 349};  // "Hello, my name is"
@@ -252,7 +271,7 @@ TEST(EngineTest, StopStringCutsTheTextBeforeIt) {
   EXPECT_EQ(at_token.finish[0], FinishReason::kStop);
 }
 
-TEST(EngineTest, CancelFreesKvBlocks) {
+TEST_P(EngineTest, CancelFreesKvBlocks) {
   Fixture f = Load("");
   auto engine = MakeEngine(f, {});
   GenerationRequest r = Greedy({1, 5, 6, 7}, 5000);
@@ -271,7 +290,7 @@ TEST(EngineTest, CancelFreesKvBlocks) {
   EXPECT_EQ(engine->Stats().requests_cancelled, 1);
 }
 
-TEST(EngineTest, QueueBeyondMaxQueueIsResourceExhausted) {
+TEST_P(EngineTest, QueueBeyondMaxQueueIsResourceExhausted) {
   Fixture f = Load("");
   EngineOptions o;
   o.max_num_seqs = 1;
@@ -294,7 +313,7 @@ TEST(EngineTest, QueueBeyondMaxQueueIsResourceExhausted) {
   EXPECT_EQ(engine->Stats().requests_rejected, 1);
 }
 
-TEST(EngineTest, BadRequestsAreInvalidArgument) {
+TEST_P(EngineTest, BadRequestsAreInvalidArgument) {
   Fixture f = Load("");
   EngineOptions o;
   o.max_model_len = 64;
@@ -315,7 +334,7 @@ TEST(EngineTest, BadRequestsAreInvalidArgument) {
   EXPECT_EQ(Collect(**ok).tokens[0].empty(), false);
 }
 
-TEST(EngineTest, StopAdmissionDrainsInFlightRequests) {
+TEST_P(EngineTest, StopAdmissionDrainsInFlightRequests) {
   Fixture f = Load("");
   auto engine = MakeEngine(f, {});
   auto s = engine->Submit(Greedy({1, 2, 3}, 20));
@@ -329,14 +348,14 @@ TEST(EngineTest, StopAdmissionDrainsInFlightRequests) {
 // Several ranks in lockstep (each a full model replica here; expert parallelism proper is tested
 // in tests/golden/ep_*): requests spread over the ranks, idle ranks run empty steps, and every
 // output still equals the single-sequence oracle.
-TEST(EngineTest, LockstepRanksGiveTheSameOutputs) {
+TEST_P(EngineTest, LockstepRanksGiveTheSameOutputs) {
   for (int world : {2, 3}) {
     Fixture f = Load("");
     parallel::InProcessGroup group(world);
     std::vector<std::unique_ptr<kernels::Backend>> backends;
     std::vector<RankModel> ranks(static_cast<size_t>(world));
     for (int r = 0; r < world; ++r) {
-      backends.push_back(kernels::MakeCpuBackend(1));
+      backends.push_back(backend_test::NewBackend(BackendName(), 1));
       auto loaded = LoadEmbeddedModel(backends.back().get());
       ASSERT_TRUE(loaded.ok());
       std::shared_ptr<LoadedModel> shared(std::move(*loaded));
@@ -363,7 +382,7 @@ TEST(EngineTest, LockstepRanksGiveTheSameOutputs) {
   }
 }
 
-TEST(EngineTest, ManyConcurrentRequestsAllFinish) {
+TEST_P(EngineTest, ManyConcurrentRequestsAllFinish) {
   Fixture f = Load("");
   EngineOptions o;
   o.kv_blocks = 64;
