@@ -13,10 +13,14 @@ Choice::Choice(int32_t index, int64_t seq_id, const GenerationRequest& request,
   seq_.num_prompt_tokens = static_cast<int64_t>(request.prompt.size());
 }
 
-ChoiceDelta Choice::OnLogits(const float* logits, int64_t vocab) {
+void Choice::AddSampleRow(int64_t batch_index, StepSampling* sampling) const {
+  sampling->Add(batch_index, sampler_);
+}
+
+ChoiceDelta Choice::OnSampled(SampledToken sampled) {
   ChoiceDelta delta;
   delta.index = index_;
-  SampledToken sampled = sampler_.SampleWithLogprobs(logits, vocab);
+  sampler_.RecordSampled(sampled.token);
   seq_.tokens.push_back(sampled.token);
   delta.tokens.push_back(sampled.token);
   if (sampler_.params().logprobs) {

@@ -1,6 +1,7 @@
 // One choice (of a request's n) being generated: its scheduler Sequence plus everything that turns
-// the logits of its last token into output: the Sampler (own generator), incremental
-// detokenization, stop strings / stop tokens / EOS / max_tokens.
+// its next token into output: the Sampler (own generator, penalty history; the model step samples
+// on the device from the Sampler's row), incremental detokenization, stop strings / stop tokens /
+// EOS / max_tokens.
 //
 // Threading: owned by the worker thread that runs the sequence.
 #pragma once
@@ -11,6 +12,7 @@
 
 #include "runtime/engine/request.h"
 #include "runtime/engine/text_stream.h"
+#include "runtime/model/step_sampling.h"
 #include "runtime/sampling/sampler.h"
 #include "runtime/sampling/stop_checker.h"
 #include "runtime/scheduler/sequence.h"
@@ -28,11 +30,14 @@ class Choice {
   int32_t index() const { return index_; }
   bool finished() const { return finish_ != FinishReason::kNone; }
 
-  // Samples the next token from `logits` ([vocab], the row of the sequence's last token), appends
-  // it to the sequence, and returns what the client gets: the token, newly final text, logprobs,
-  // and a finish reason when this token ends the choice (EOS, stop token, stop string,
-  // max_tokens: StopChecker's OpenAI semantics).
-  ChoiceDelta OnLogits(const float* logits, int64_t vocab);
+  // Asks the step to sample this choice's next token from the logits of batch[batch_index]'s last
+  // token (one row of `sampling`, from the Sampler).
+  void AddSampleRow(int64_t batch_index, StepSampling* sampling) const;
+  // Takes the token the step sampled for that row (StepOutput::sampled): records it in the
+  // Sampler, appends it to the sequence, and returns what the client gets: the token, newly final
+  // text, logprobs, and a finish reason when this token ends the choice (EOS, stop token, stop
+  // string, max_tokens: StopChecker's OpenAI semantics).
+  ChoiceDelta OnSampled(SampledToken sampled);
   // Ends the choice without a token (cancelled, failed); emits text still held back.
   ChoiceDelta Abort(FinishReason reason);
 

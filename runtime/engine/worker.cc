@@ -167,9 +167,15 @@ void Worker::RunStep() {
 
   std::vector<SequenceStep> batch;
   batch.reserve(plan.scheduled.size());
+  sampling_.Clear();
   int64_t prompt_tokens = 0;
   for (const ScheduledSequence& s : plan.scheduled) {
     Sequence& seq = *s.seq;
+    // One sampling row per sequence whose step ends at its last known token (not for prefill
+    // chunks that don't end the prompt); the device samples it, only the ids come back.
+    if (s.samples) {
+      seq_choice_[seq.id]->AddSampleRow(static_cast<int64_t>(batch.size()), &sampling_);
+    }
     const auto begin = seq.tokens.begin() + seq.num_computed_tokens();
     batch.push_back({std::vector<int32_t>(begin, begin + s.num_new_tokens), &seq.kv, false});
     const int64_t first = seq.num_computed_tokens();
@@ -182,7 +188,8 @@ void Worker::RunStep() {
     }
   }
   StepOutput out;
-  const absl::Status status = rank_model_.model->Forward(absl::MakeSpan(batch), pool_, &out);
+  const absl::Status status =
+      rank_model_.model->Forward(absl::MakeSpan(batch), pool_, sampling_, &out);
   counters_->steps.fetch_add(1, std::memory_order_relaxed);
   counters_->prompt_tokens.fetch_add(prompt_tokens, std::memory_order_relaxed);
   scheduler_.OnStepDone(plan);
@@ -200,11 +207,11 @@ void Worker::RunStep() {
       u.choices.push_back(choice->Abort(FinishReason::kError));
     }
   } else {
-    for (size_t i = 0; i < plan.scheduled.size(); ++i) {
-      const ScheduledSequence& s = plan.scheduled[i];
-      if (!s.samples) continue;
+    for (int64_t row = 0; row < sampling_.num_rows(); ++row) {
+      const ScheduledSequence& s =
+          plan.scheduled[static_cast<size_t>(sampling_.sequences[static_cast<size_t>(row)])];
       Choice* choice = seq_choice_[s.seq->id];
-      ChoiceDelta delta = choice->OnLogits(out.last_row(static_cast<int64_t>(i)), out.vocab);
+      ChoiceDelta delta = choice->OnSampled(out.sampled.row(row));
       counters_->generated_tokens.fetch_add(1, std::memory_order_relaxed);
       if (choice->finished()) scheduler_.Finish(s.seq);
       updates[seq_request_[s.seq->id]].choices.push_back(std::move(delta));

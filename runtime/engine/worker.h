@@ -1,5 +1,6 @@
 // One rank's engine loop: owns the rank's model, KV block pool, scheduler and the requests
-// admitted to it, and runs admit -> schedule -> forward -> sample -> stream back on its own thread.
+// admitted to it, and runs admit -> schedule -> forward + sample (in the model step, on the device)
+// -> stream back on its own thread.
 #pragma once
 
 #include <atomic>
@@ -15,6 +16,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/engine/request.h"
 #include "runtime/kv/kv_block_pool.h"
+#include "runtime/model/step_sampling.h"
 #include "runtime/scheduler/scheduler.h"
 
 namespace moeserve::runtime {
@@ -97,6 +99,7 @@ class Worker {
   std::map<int64_t, Active> active_;        // by request key (admission order)
   std::map<int64_t, Choice*> seq_choice_;   // sequence id -> its choice
   std::map<int64_t, int64_t> seq_request_;  // sequence id -> request key
+  StepSampling sampling_;  // the step's sampling requests, reused (capacity kept) across steps
   int64_t next_request_key_ = 0;
   int64_t next_seq_id_ = 0;
 

@@ -230,10 +230,24 @@ KvCacheShape MixtralModel::KvShape(int64_t block_size, int64_t num_blocks) const
 
 absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& pool,
                                    StepOutput* out) {
+  return ForwardImpl(batch, pool, nullptr, out);
+}
+
+absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& pool,
+                                   const StepSampling& sampling, StepOutput* out) {
+  return ForwardImpl(batch, pool, &sampling, out);
+}
+
+absl::Status MixtralModel::ForwardImpl(absl::Span<SequenceStep> batch, KvBlockPool& pool,
+                                       const StepSampling* sampling, StepOutput* out) {
   const ModelConfig& c = config_;
   stats_->BeginStep();
+  out->sampled.Clear();
   // Device state first: with expert parallelism even a failed step serves the peers' rows.
   absl::Status ready = PrepareDevice();
+  if (ready.ok() && sampling != nullptr) {
+    ready = sampling->Validate(static_cast<int64_t>(batch.size()));
+  }
   if (ready.ok()) ready = ValidateAndReserve(c, router_bias_, batch, pool);
   if (!ready.ok() || batch.empty()) {
     // Nothing to compute here; with expert parallelism the peers still need this rank in
@@ -243,9 +257,10 @@ absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& 
     out->vocab = c.vocab_size;
     out->logits.clear();
     out->row_offsets.assign(1, 0);
+    if (sampling != nullptr && !sampling->keep_logits) out->row_offsets.clear();
     return absl::OkStatus();
   }
-  absl::Status st = RunBatch(batch, pool, out);
+  absl::Status st = RunBatch(batch, pool, sampling, out);
   // A failure part-way through the layers leaves the peers waiting in a later layer's exchange:
   // end the group so that they fail too (a no-op if a collective already failed).
   if (!st.ok() && expert_parallel()) ep_.comm->Abort(st);
@@ -254,16 +269,20 @@ absl::Status MixtralModel::Forward(absl::Span<SequenceStep> batch, KvBlockPool& 
 
 // The step's persistent buffers. Index arrays sit at fixed offsets for the current capacities,
 // identical in the pinned host staging buffer and its device twin, so a step is one upload:
-//   ids [T] i32 | positions [T] i32 | logit_rows [T] i32 | slots [T] i64
+//   ids [T] i32 | positions [T] i32 | slots [T] i64 | logit_rows [R] i32
 //   | query_start [S+1] i32 | context_lens [S] i32 | block_tables [S, B] i32
+//   | sample_rows [S] SampleRow | history_tokens [H] i32 | history_output_counts [H] i32
+//   | history_in_prompt [H] u8
+// (a step uploads the prefix up to the last array it uses).
 // Activations (activation dtype): x, branch, h [T, hidden]; q, attn [T, q_width];
 // k, v [T, kv_width]; rows [R, hidden]; logits [R, vocab] fp32.
-// Capacities (T tokens, S sequences, B blocks per sequence = the block-table stride, R logit rows)
-// grow by powers of two and never shrink.
+// Capacities (T tokens, S sequences, B blocks per sequence = the block-table stride, R LM-head
+// rows, H penalty-history entries) grow by powers of two and never shrink.
 struct MixtralModel::StepBuffers {
-  int64_t tokens = 0, seqs = 0, blocks = 0, rows = 0;
+  int64_t tokens = 0, seqs = 0, blocks = 0, rows = 0, history = 0;
   size_t ids = 0, positions = 0, logit_rows = 0, slots = 0, query_start = 0, context_lens = 0,
-         block_tables = 0, index_bytes = 0;
+         block_tables = 0, sample_rows = 0, history_tokens = 0, history_output_counts = 0,
+         history_in_prompt = 0, index_bytes = 0;
   kernels::DeviceBuffer host_index, device_index, activations, row_buffers;
   void *x = nullptr, *branch = nullptr, *h = nullptr, *q = nullptr, *attn = nullptr, *k = nullptr,
        *v = nullptr, *rows_act = nullptr;
@@ -280,12 +299,15 @@ struct MixtralModel::StepBuffers {
 
   // Grows whatever is too small for a step of these sizes; allocates nothing otherwise.
   absl::Status Reserve(kernels::Backend& be, const ModelConfig& c, int64_t num_tokens,
-                       int64_t num_seqs, int64_t max_blocks, int64_t num_rows) {
+                       int64_t num_seqs, int64_t max_blocks, int64_t num_rows,
+                       int64_t num_history) {
     const int64_t new_tokens = GrowTo(tokens, num_tokens), new_seqs = GrowTo(seqs, num_seqs),
-                  new_blocks = GrowTo(blocks, max_blocks), new_rows = GrowTo(rows, num_rows);
+                  new_blocks = GrowTo(blocks, max_blocks), new_rows = GrowTo(rows, num_rows),
+                  new_history = GrowTo(history, num_history);
     const size_t act = kernels::DTypeSize(be.activation_dtype());
-    if (new_tokens != tokens || new_seqs != seqs || new_blocks != blocks) {
-      const int64_t T = new_tokens, S = new_seqs, B = new_blocks;
+    if (new_tokens != tokens || new_seqs != seqs || new_blocks != blocks || new_rows != rows ||
+        new_history != history) {
+      const int64_t T = new_tokens, S = new_seqs, B = new_blocks, R = new_rows, H = new_history;
       size_t at = 0;
       auto place = [&](size_t bytes) {
         const size_t offset = at;
@@ -294,11 +316,15 @@ struct MixtralModel::StepBuffers {
       };
       ids = place(Aligned(T, sizeof(int32_t)));
       positions = place(Aligned(T, sizeof(int32_t)));
-      logit_rows = place(Aligned(T, sizeof(int32_t)));
       slots = place(Aligned(T, sizeof(int64_t)));
+      logit_rows = place(Aligned(R, sizeof(int32_t)));
       query_start = place(Aligned(S + 1, sizeof(int32_t)));
       context_lens = place(Aligned(S, sizeof(int32_t)));
       block_tables = place(Aligned(S * B, sizeof(int32_t)));
+      sample_rows = place(Aligned(S, sizeof(kernels::SampleRow)));
+      history_tokens = place(Aligned(H, sizeof(int32_t)));
+      history_output_counts = place(Aligned(H, sizeof(int32_t)));
+      history_in_prompt = place(Aligned(H, sizeof(uint8_t)));
       index_bytes = at;
       MOESERVE_ASSIGN_OR_RETURN(host_index, be.AllocateHost(index_bytes));
       MOESERVE_ASSIGN_OR_RETURN(device_index, be.Allocate(index_bytes));
@@ -332,6 +358,7 @@ struct MixtralModel::StepBuffers {
     seqs = new_seqs;
     blocks = new_blocks;
     rows = new_rows;
+    history = new_history;
     return absl::OkStatus();
   }
 };
@@ -347,7 +374,7 @@ MixtralModel::~MixtralModel() = default;
   } while (0)
 
 absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool& pool,
-                                    StepOutput* out) {
+                                    const StepSampling* sampling, StepOutput* out) {
   const ModelConfig& c = config_;
   kernels::Backend& be = *backend_;
   const kernels::DType act = be.activation_dtype();
@@ -355,20 +382,29 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   const int64_t block_size = pool.shape().block_size;
   const kernels::DType kv_dtype = pool.shape().kv_dtype;
 
-  // Sizes of the flattened batch.
-  int64_t T = 0, R = 0, max_blocks = 1, max_query = 0, max_context = 0;
+  // Sizes of the flattened batch. The LM head runs on R = N + R_kept rows: first the last token
+  // of each of the N sampled sequences (the rows Sample reads), then, when the logits are kept,
+  // every wanted logits row in StepOutput's layout (the rows downloaded).
+  const bool keep_logits = sampling == nullptr || sampling->keep_logits;
+  const int64_t N = sampling != nullptr ? sampling->num_rows() : 0;
+  const int64_t H = sampling != nullptr ? sampling->num_history() : 0;
+  int64_t T = 0, R_kept = 0, max_blocks = 1, max_query = 0, max_context = 0;
   const int64_t S = static_cast<int64_t>(batch.size());
   for (const SequenceStep& step : batch) {
     const int64_t n = static_cast<int64_t>(step.new_tokens.size());
     T += n;
-    R += step.all_logits ? n : 1;
+    if (keep_logits) R_kept += step.all_logits ? n : 1;
     max_blocks = std::max<int64_t>(max_blocks, static_cast<int64_t>(step.kv->block_table.size()));
     max_query = std::max(max_query, n);
     max_context = std::max(max_context, step.kv->num_tokens + n);
   }
+  const int64_t R = N + R_kept;
   if (!step_) step_ = std::make_unique<StepBuffers>();
   StepBuffers& B = *step_;
-  MOESERVE_RETURN_IF_ERROR(B.Reserve(be, c, T, S, max_blocks, R));
+  MOESERVE_RETURN_IF_ERROR(B.Reserve(be, c, T, S, max_blocks, R, H));
+  if (N > 0) {
+    MOESERVE_RETURN_IF_ERROR(sampler_.Reserve(be, N, c.vocab_size, sampling->max_top_logprobs()));
+  }
   const parallel::MoeLayerShape moe_shape{c.hidden_size, c.intermediate_size, c.num_local_experts,
                                           c.num_experts_per_tok};
   if (!expert_parallel()) {
@@ -386,7 +422,7 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   int32_t* block_tables = B.Host<int32_t>(B.block_tables);
   out->row_offsets.assign(1, 0);
   query_start[0] = 0;
-  int64_t t = 0, r = 0;
+  int64_t t = 0, r = N;  // the kept rows follow the sampled ones
   for (int64_t s = 0; s < S; ++s) {
     const SequenceStep& step = batch[s];
     const int64_t start = step.kv->num_tokens;
@@ -397,16 +433,37 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
       positions[t] = static_cast<int32_t>(pos);
       slots[t] = static_cast<int64_t>(step.kv->block_table[pos / block_size]) * block_size +
                  pos % block_size;
-      if (step.all_logits || i == n - 1) logit_rows[r++] = static_cast<int32_t>(t);
+      if (keep_logits && (step.all_logits || i == n - 1)) {
+        logit_rows[r++] = static_cast<int32_t>(t);
+      }
     }
     query_start[s + 1] = static_cast<int32_t>(t);
     context_lens[s] = static_cast<int32_t>(start + n);
-    out->row_offsets.push_back(r);
+    out->row_offsets.push_back(r - N);
     int32_t* table = block_tables + s * B.blocks;
     std::fill(table, table + B.blocks, -1);
     std::copy(step.kv->block_table.begin(), step.kv->block_table.end(), table);
   }
-  const size_t upload_bytes = B.block_tables + sizeof(int32_t) * static_cast<size_t>(S * B.blocks);
+  size_t upload_bytes = B.block_tables + sizeof(int32_t) * static_cast<size_t>(S * B.blocks);
+  if (N > 0) {
+    // The sampled rows (last token of each sampled sequence), their SampleRows and histories.
+    for (int64_t i = 0; i < N; ++i) {
+      logit_rows[i] = query_start[sampling->sequences[static_cast<size_t>(i)] + 1] - 1;
+    }
+    std::memcpy(B.Host<kernels::SampleRow>(B.sample_rows), sampling->rows.data(),
+                sizeof(kernels::SampleRow) * static_cast<size_t>(N));
+    upload_bytes = B.sample_rows + sizeof(kernels::SampleRow) * static_cast<size_t>(N);
+    if (H > 0) {
+      std::memcpy(B.Host<int32_t>(B.history_tokens), sampling->history_tokens.data(),
+                  sizeof(int32_t) * static_cast<size_t>(H));
+      std::memcpy(B.Host<int32_t>(B.history_output_counts), sampling->history_output_counts.data(),
+                  sizeof(int32_t) * static_cast<size_t>(H));
+      std::memcpy(B.Host<uint8_t>(B.history_in_prompt), sampling->history_in_prompt.data(),
+                  static_cast<size_t>(H));
+      upload_bytes = B.history_in_prompt + static_cast<size_t>(H);
+    }
+  }
+  if (!keep_logits) out->row_offsets.clear();
   MOESERVE_RETURN_IF_ERROR(
       be.CopyToDeviceAsync(B.device_index.data(), B.host_index.data(), upload_bytes));
 
@@ -473,26 +530,39 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   }
   MOESERVE_ENQUEUE(AddInPlace, (kernels::AddInPlaceParams{B.x, B.branch, T * hidden, act}));
 
-  // Final norm and LM head (fp32 logits) on the wanted rows only.
-  MOESERVE_ENQUEUE(GatherRows, (kernels::GatherRowsParams{B.x, B.Dev<int32_t>(B.logit_rows),
-                                                          B.rows_act, R, T, hidden, act}));
-  MOESERVE_ENQUEUE(RmsNorm,
-                   Norm(B.rows_act, R, weights_.final_norm, c.rms_norm_eps, B.rows_act, act));
-  kernels::MatmulParams lm = kernels::LinearParams(B.rows_act, R, weights_.lm_head, B.logits, act);
-  lm.y_dtype = kernels::DType::kF32;
-  MOESERVE_ENQUEUE(Matmul, lm);
+  // Final norm and LM head (fp32 logits) on the wanted rows only: [R, vocab].
+  if (R > 0) {
+    MOESERVE_ENQUEUE(GatherRows, (kernels::GatherRowsParams{B.x, B.Dev<int32_t>(B.logit_rows),
+                                                            B.rows_act, R, T, hidden, act}));
+    MOESERVE_ENQUEUE(RmsNorm,
+                     Norm(B.rows_act, R, weights_.final_norm, c.rms_norm_eps, B.rows_act, act));
+    kernels::MatmulParams lm =
+        kernels::LinearParams(B.rows_act, R, weights_.lm_head, B.logits, act);
+    lm.y_dtype = kernels::DType::kF32;
+    MOESERVE_ENQUEUE(Matmul, lm);
+  }
+  // Sampling on the device from logits rows [0, N), downloading only its results.
+  if (N > 0) {
+    MOESERVE_RETURN_IF_ERROR(sampler_.Enqueue(
+        be, *sampling, B.logits, c.vocab_size, B.Dev<kernels::SampleRow>(B.sample_rows),
+        B.Dev<int32_t>(B.history_tokens), B.Dev<int32_t>(B.history_output_counts),
+        B.Dev<uint8_t>(B.history_in_prompt)));
+  }
 
   // The step's only downloads, then its only synchronisation.
   out->vocab = c.vocab_size;
-  out->logits.resize(static_cast<size_t>(R * c.vocab_size));
-  MOESERVE_RETURN_IF_ERROR(
-      be.CopyToHostAsync(out->logits.data(), B.logits, sizeof(float) * out->logits.size()));
+  out->logits.resize(static_cast<size_t>(R_kept * c.vocab_size));
+  if (R_kept > 0) {
+    MOESERVE_RETURN_IF_ERROR(be.CopyToHostAsync(out->logits.data(), B.logits + N * c.vocab_size,
+                                                sizeof(float) * out->logits.size()));
+  }
   if (!expert_parallel()) {
     MOESERVE_RETURN_IF_ERROR(be.CopyToHostAsync(expert_counts_host_.data(), expert_counts_.data(),
                                                 expert_counts_.bytes()));
   }
   MOESERVE_RETURN_IF_ERROR(be.Synchronize());
   if (!expert_parallel()) RecordDeviceExpertLoad(T);
+  if (N > 0) sampler_.Read(*sampling, &out->sampled);
 
   // TODO(refactor): only the scheduler should advance num_computed_tokens and reserve KV blocks;
   // Forward still does both (ValidateAndReserve and here) to keep today's behaviour and tests.

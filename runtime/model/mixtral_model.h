@@ -12,11 +12,12 @@
 //
 // Device residency: a step is enqueued on the backend with persistent buffers. The host fills one
 // pinned staging buffer with the step's index arrays (token ids, positions, KV slots, logit rows,
-// query starts, context lengths, block tables, each at a fixed offset for the current capacity)
-// and uploads it with ONE copy; activations live in a workspace sized by the token capacity
-// (grown by powers of two, never shrunk), so a steady-state step allocates nothing. The logits
-// (and, at world size 1, the [layers, experts] expert-load counters kept on the device) come back
-// with one Synchronize at the end of the step.
+// query starts, context lengths, block tables, and with sampling the SampleRows and penalty
+// histories, each at a fixed offset for the current capacity) and uploads it with ONE copy;
+// activations live in a workspace sized by the token capacity (grown by powers of two, never
+// shrunk), so a steady-state step allocates nothing. The logits, or with sampling only the
+// sampled ids (+ logprobs when asked), (and, at world size 1, the [layers, experts] expert-load
+// counters kept on the device) come back with one Synchronize at the end of the step.
 //
 // Expert parallelism (EnableExpertParallel): the model is one rank of a group; attention runs on
 // this rank's own sequences (data-parallel attention) and each MoE layer exchanges token states
@@ -41,6 +42,7 @@
 #include "runtime/config/model_config.h"
 #include "runtime/kv/kv_block_pool.h"
 #include "runtime/model/mixtral_weights.h"
+#include "runtime/model/step_sampling.h"
 
 namespace moeserve::runtime {
 
@@ -54,6 +56,8 @@ struct SequenceStep {
 struct StepOutput {
   // Logits rows [num_rows, vocab], fp32 on the host; sequence s owns rows
   // row_offsets[s] .. row_offsets[s+1]-1 (one row, or one per new token with all_logits).
+  // Only when the step keeps the logits (Forward without sampling, or StepSampling::keep_logits);
+  // otherwise both are empty.
   std::vector<float> logits;
   std::vector<int64_t> row_offsets;
   int64_t vocab = 0;
@@ -61,6 +65,9 @@ struct StepOutput {
   const float* row(int64_t r) const { return logits.data() + r * vocab; }
   // The row of sequence s's last new token.
   const float* last_row(int64_t s) const { return row(row_offsets[s + 1] - 1); }
+
+  // Forward with sampling: row i of the StepSampling's draws.
+  SampledRows sampled;
 };
 
 // Cumulative tokens routed to each expert of each layer (expert-load statistics).
@@ -90,6 +97,12 @@ class MixtralModel {
   // reservation still takes part in every layer's exchange with zero tokens before returning
   // its error, so the peers' step completes. Collective failures (a peer aborted) are returned.
   absl::Status Forward(absl::Span<SequenceStep> batch, KvBlockPool& pool, StepOutput* out);
+  // The same step, sampling on the device right after the LM head (step_sampling.h): the LM head
+  // runs only on the sampled rows (plus every logits row when sampling.keep_logits), and the step
+  // downloads the sampled ids (+ logprobs when asked) into out->sampled instead of the logits.
+  // Bad requests (sampling.Validate) are InvalidArgument, checked before the KV reservation.
+  absl::Status Forward(absl::Span<SequenceStep> batch, KvBlockPool& pool,
+                       const StepSampling& sampling, StepOutput* out);
 
   // Makes this model rank ep.comm->rank() of an expert-parallel group. Checks that the
   // placement fits the config and the communicator and that the weights hold every expert the
@@ -118,7 +131,11 @@ class MixtralModel {
   MixtralWeights weights_;
   kernels::Backend* backend_;
   // Forward after validation and KV reservation: the layers over a non-empty batch.
-  absl::Status RunBatch(absl::Span<SequenceStep> batch, KvBlockPool& pool, StepOutput* out);
+  // `sampling` == nullptr: the logits path (every logits row downloaded, nothing sampled).
+  absl::Status RunBatch(absl::Span<SequenceStep> batch, KvBlockPool& pool,
+                        const StepSampling* sampling, StepOutput* out);
+  absl::Status ForwardImpl(absl::Span<SequenceStep> batch, KvBlockPool& pool,
+                           const StepSampling* sampling, StepOutput* out);
   // Runs the MoE block of layer l on h [T, hidden] into out. Expert parallelism records the
   // layer's statistics at once; world size 1 counts on the device (ReadBackExpertLoad).
   absl::Status MoeBlock(int64_t l, const void* h, int64_t num_tokens, void* out);
@@ -143,6 +160,7 @@ class MixtralModel {
   parallel::MoeWorkspace moe_workspace_;
   struct StepBuffers;  // persistent index staging + activations (mixtral_model.cc)
   std::unique_ptr<StepBuffers> step_;
+  DeviceSampler sampler_;               // the step tail's sampling workspace and results
   parallel::ExpertParallelContext ep_;  // comm == nullptr: world size 1, local experts
   std::unique_ptr<parallel::EpStatsRecorder> stats_;
 };

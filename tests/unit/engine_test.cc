@@ -16,6 +16,7 @@
 #include "parallel/comm/in_process_communicator.h"
 #include "runtime/engine/generate.h"
 #include "runtime/model/model_loader.h"
+#include "runtime/sampling/sampler.h"
 #include "tests/golden/backends.h"
 
 namespace moeserve::runtime {
@@ -84,6 +85,7 @@ std::unique_ptr<Engine> MakeEngine(Fixture& f, EngineOptions options) {
 struct Collected {
   std::vector<std::vector<int32_t>> tokens;  // per choice
   std::vector<std::string> text;
+  std::vector<std::vector<TokenLogprob>> logprobs;  // per choice, when asked
   std::vector<FinishReason> finish;
   Usage usage;
   absl::Status status;
@@ -93,6 +95,7 @@ Collected Collect(RequestStream& stream, int n = 1) {
   Collected c;
   c.tokens.resize(n);
   c.text.resize(n);
+  c.logprobs.resize(n);
   c.finish.resize(n, FinishReason::kNone);
   while (true) {
     std::optional<RequestUpdate> u = stream.Next(absl::Now() + Patience(60));
@@ -103,6 +106,7 @@ Collected Collect(RequestStream& stream, int n = 1) {
     for (ChoiceDelta& d : u->choices) {
       c.tokens[d.index].insert(c.tokens[d.index].end(), d.tokens.begin(), d.tokens.end());
       c.text[d.index] += d.text;
+      c.logprobs[d.index].insert(c.logprobs[d.index].end(), d.logprobs.begin(), d.logprobs.end());
       if (d.finish_reason != FinishReason::kNone) c.finish[d.index] = d.finish_reason;
     }
     c.usage = u->usage;
@@ -228,6 +232,85 @@ TEST_P(EngineTest, SeededSamplingIsIndependentOfBatchNeighbours) {
   for (size_t k = 0; k < streams.size(); ++k) {
     EXPECT_EQ(Collect(*streams[k]).tokens[0], alone[prompts.size() - 1 - k]);
   }
+}
+
+// The engine samples on the device (the model step's Backend::Sample, only ids and logprobs come
+// back); the oracle is the host Sampler on the logits of a single-sequence loop. On the CPU both
+// run the same per-row math: the tokens and logprobs must be identical, for every kind of request
+// and every choice of n > 1, batched together.
+// CPU only: on CUDA the device sampler's agreement with the CPU is the rule of ops/sampling.h,
+// checked by tests/gpu/sampling_cuda_test.cc, not bitwise logprobs.
+TEST(EngineCpuTest, DeviceSamplingEqualsTheHostSamplerOnEachRequestAlone) {
+  BackendName() = "cpu";
+  Fixture f = Load("");
+  const ModelConfig& config = f.loaded->model->config();
+  const auto prompts = RandomPrompts(5, 30, static_cast<int>(config.vocab_size), 17);
+  std::vector<GenerationRequest> requests;
+  for (size_t i = 0; i < prompts.size(); ++i) requests.push_back(Greedy(prompts[i], 9));
+  requests[0].sampling.temperature = 0.8f;  // seeded temperature, 2 choices, top logprobs
+  requests[0].sampling.seed = 3;
+  requests[0].sampling.n = 2;
+  requests[0].sampling.logprobs = true;
+  requests[0].sampling.top_logprobs = 4;
+  requests[1].sampling.temperature = 1.0f;  // top_k + top_p
+  requests[1].sampling.top_k = 20;
+  requests[1].sampling.top_p = 0.9f;
+  requests[1].sampling.seed = 4;
+  requests[2].sampling.temperature = 0.7f;  // min_p + every penalty (prompt history too)
+  requests[2].sampling.min_p = 0.05f;
+  requests[2].sampling.repetition_penalty = 1.2f;
+  requests[2].sampling.frequency_penalty = 0.6f;
+  requests[2].sampling.presence_penalty = 0.5f;
+  requests[2].sampling.seed = 5;
+  requests[2].sampling.logprobs = true;
+  requests[3].sampling.logprobs = true;  // greedy with logprobs
+  // requests[4]: plain greedy.
+  EngineOptions o;
+  o.max_num_batched_tokens = 24;  // chunked prefill: chunks that don't end a prompt sample nothing
+  auto engine = MakeEngine(f, o);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& r : requests) {
+    auto s = engine->Submit(r);
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  std::vector<Collected> collected;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    collected.push_back(Collect(*streams[i], requests[i].sampling.n));
+  }
+  ASSERT_TRUE(engine->WaitUntilIdle(Patience(10)));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const GenerationRequest& r = requests[i];
+    for (int32_t choice = 0; choice < r.sampling.n; ++choice) {
+      // The oracle: one sequence, the logits path, the host Sampler of this choice.
+      auto pool = KvBlockPool::Create(*f.backend, f.loaded->model->KvShape(16, 64));
+      ASSERT_TRUE(pool.ok());
+      Sampler sampler(r.sampling, r.prompt, choice);
+      SequenceKv kv;
+      std::vector<int32_t> next = r.prompt;
+      std::vector<SampledToken> want;
+      while (static_cast<int64_t>(want.size()) < *r.sampling.max_tokens) {
+        SequenceStep step{next, &kv, false};
+        StepOutput out;
+        ASSERT_TRUE(f.loaded->model->Forward(absl::MakeSpan(&step, 1), *pool, &out).ok());
+        want.push_back(sampler.SampleWithLogprobs(out.last_row(0), out.vocab));
+        next = {want.back().token};
+        if (next[0] == config.eos_token_id) break;
+      }
+      pool->Release(kv);
+      const Collected& c = collected[i];
+      ASSERT_EQ(c.tokens[choice].size(), want.size()) << "request " << i << " choice " << choice;
+      ASSERT_EQ(c.logprobs[choice].size(), r.sampling.logprobs ? want.size() : 0u);
+      for (size_t k = 0; k < want.size(); ++k) {
+        EXPECT_EQ(c.tokens[choice][k], want[k].token) << "request " << i << " token " << k;
+        if (!r.sampling.logprobs) continue;
+        EXPECT_EQ(c.logprobs[choice][k].token, want[k].token);
+        EXPECT_EQ(c.logprobs[choice][k].logprob, want[k].logprob) << "request " << i;
+        EXPECT_EQ(c.logprobs[choice][k].top, want[k].top_logprobs) << "request " << i;
+      }
+    }
+  }
+  EXPECT_NE(collected[0].tokens[0], collected[0].tokens[1]);
 }
 
 TEST_P(EngineTest, NChoicesAreIndependentStreams) {
