@@ -40,6 +40,15 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 start=$SECONDS
 budget=${MOESERVE_GPU_CHECK_BUDGET_S:-470}  # seconds for everything
+# tools/build-gpu-bins.sh packs the binaries (bins.tar.xz: the raw ones are over the carry limit).
+if [[ -f "$bins/bins.tar.xz" && ! -d "$bins/bin" ]]; then
+  mkdir -p "$work/bins"
+  if ! { xz -dc "$bins/bins.tar.xz" | tar -C "$work/bins" -xf -; } 2>/dev/null; then
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+      "$bins/bins.tar.xz" "$work/bins"
+  fi
+  bins=$work/bins
+fi
 summary=$work/summary.txt
 failed=0
 fail() {
