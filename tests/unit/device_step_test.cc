@@ -15,105 +15,13 @@
 #include "runtime/kv/kv_block_pool.h"
 #include "runtime/model/model_loader.h"
 #include "tests/golden/ep_harness.h"
+#include "tests/unit/counting_backend.h"
 
 namespace moeserve::runtime {
 namespace {
 
-struct Counts {
-  int64_t allocate = 0, allocate_scratch = 0, allocate_host = 0;
-  int64_t to_device = 0, to_host = 0, on_device = 0, memset = 0, synchronize = 0;
-  int64_t allocations() const { return allocate + allocate_scratch + allocate_host; }
-};
-
-// Forwards everything to a CPU backend, counting memory calls, copies and synchronisations.
-// With fake_device it reports Device::kCuda, so the loader takes the device-upload path (the
-// memory is still host memory, which the CPU kernels can read).
-class CountingBackend final : public kernels::Backend {
- public:
-  explicit CountingBackend(bool fake_device, size_t free_bytes = 0)
-      : inner_(kernels::MakeCpuBackend(1)), fake_device_(fake_device), free_bytes_(free_bytes) {}
-  // A CUDA-like configuration on the CPU kernels: bf16 activations and KV cache.
-  void UseBf16() { bf16_ = true; }
-
-  Counts counts;
-
-  kernels::Device device() const override {
-    return fake_device_ ? kernels::Device::kCuda : kernels::Device::kCpu;
-  }
-  std::string_view name() const override { return "counting"; }
-  std::string Describe() const override { return "counting over " + inner_->Describe(); }
-  kernels::DType activation_dtype() const override {
-    return bf16_ ? kernels::DType::kBF16 : inner_->activation_dtype();
-  }
-  kernels::DType kv_dtype() const override {
-    return bf16_ ? kernels::DType::kBF16 : inner_->kv_dtype();
-  }
-
-  absl::StatusOr<kernels::DeviceBuffer> Allocate(size_t bytes) override {
-    ++counts.allocate;
-    return inner_->Allocate(bytes);
-  }
-  absl::StatusOr<kernels::DeviceBuffer> AllocateScratch(size_t bytes) override {
-    ++counts.allocate_scratch;
-    return inner_->AllocateScratch(bytes);
-  }
-  absl::StatusOr<kernels::DeviceBuffer> AllocateHost(size_t bytes) override {
-    ++counts.allocate_host;
-    return inner_->AllocateHost(bytes);
-  }
-  absl::StatusOr<kernels::DeviceMemoryInfo> MemoryInfo() const override {
-    if (free_bytes_ == 0) return inner_->MemoryInfo();
-    return kernels::DeviceMemoryInfo{free_bytes_, free_bytes_};
-  }
-  absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t bytes) override {
-    ++counts.to_device;
-    return inner_->CopyToDeviceAsync(dst, src, bytes);
-  }
-  absl::Status CopyToHostAsync(void* dst, const void* src, size_t bytes) override {
-    ++counts.to_host;
-    return inner_->CopyToHostAsync(dst, src, bytes);
-  }
-  absl::Status CopyOnDeviceAsync(void* dst, const void* src, size_t bytes) override {
-    ++counts.on_device;
-    return inner_->CopyOnDeviceAsync(dst, src, bytes);
-  }
-  absl::Status MemsetAsync(void* dst, int value, size_t bytes) override {
-    ++counts.memset;
-    return inner_->MemsetAsync(dst, value, bytes);
-  }
-  absl::StatusOr<std::unique_ptr<kernels::Event>> CreateEvent() override {
-    return inner_->CreateEvent();
-  }
-  absl::Status RecordEvent(kernels::Event& e) override { return inner_->RecordEvent(e); }
-  absl::Status WaitEvent(kernels::Event& e) override { return inner_->WaitEvent(e); }
-  absl::Status Synchronize() override {
-    ++counts.synchronize;
-    return inner_->Synchronize();
-  }
-
-  void Embedding(const kernels::EmbeddingParams& p) override { inner_->Embedding(p); }
-  void RmsNorm(const kernels::RmsNormParams& p) override { inner_->RmsNorm(p); }
-  void Rope(const kernels::RopeParams& p) override { inner_->Rope(p); }
-  void Matmul(const kernels::MatmulParams& p) override { inner_->Matmul(p); }
-  void KvWrite(const kernels::KvWriteParams& p) override { inner_->KvWrite(p); }
-  void PagedAttention(const kernels::PagedAttentionParams& p) override {
-    inner_->PagedAttention(p);
-  }
-  void RouterTopK(const kernels::RouterTopKParams& p) override { inner_->RouterTopK(p); }
-  void MoeAlign(const kernels::MoeAlignParams& p) override { inner_->MoeAlign(p); }
-  void GatherRows(const kernels::GatherRowsParams& p) override { inner_->GatherRows(p); }
-  void GroupedMatmul(const kernels::GroupedMatmulParams& p) override { inner_->GroupedMatmul(p); }
-  void SwiGlu(const kernels::SwiGluParams& p) override { inner_->SwiGlu(p); }
-  void MoeCombine(const kernels::MoeCombineParams& p) override { inner_->MoeCombine(p); }
-  void AddInPlace(const kernels::AddInPlaceParams& p) override { inner_->AddInPlace(p); }
-  void Sample(const kernels::SampleParams& p) override { inner_->Sample(p); }
-
- private:
-  std::unique_ptr<kernels::Backend> inner_;
-  const bool fake_device_;
-  const size_t free_bytes_;
-  bool bf16_ = false;
-};
+using counting_test::CountingBackend;
+using counting_test::Counts;
 
 ModelConfig Config() { return ep_test::SmallConfig(/*layers=*/2); }
 
@@ -141,16 +49,7 @@ GenerateRun Generate(CountingBackend& backend, MixtralModel& model, int steps) {
     const absl::Status st = model.Forward(absl::MakeSpan(batch), *pool, &out);
     EXPECT_TRUE(st.ok()) << st;
     if (!st.ok()) return run;
-    Counts d = backend.counts;
-    d.allocate -= before.allocate;
-    d.allocate_scratch -= before.allocate_scratch;
-    d.allocate_host -= before.allocate_host;
-    d.to_device -= before.to_device;
-    d.to_host -= before.to_host;
-    d.on_device -= before.on_device;
-    d.memset -= before.memset;
-    d.synchronize -= before.synchronize;
-    run.per_step.push_back(d);
+    run.per_step.push_back(backend.counts - before);
     run.logits.push_back(out.logits);
     for (int i = 0; i < 2; ++i) {
       const float* row = out.last_row(i);

@@ -15,86 +15,13 @@
 #include "runtime/model/step_sampling.h"
 #include "runtime/sampling/sampler.h"
 #include "tests/golden/ep_harness.h"
+#include "tests/unit/counting_backend.h"
 
 namespace moeserve::runtime {
 namespace {
 
-struct Counts {
-  int64_t allocations = 0, to_device = 0, to_host = 0, synchronize = 0;
-  size_t to_host_bytes = 0;
-};
-
-// Forwards everything to a CPU backend, counting allocations, copies (and the bytes the host
-// reads back) and synchronisations.
-class CountingBackend final : public kernels::Backend {
- public:
-  CountingBackend() : inner_(kernels::MakeCpuBackend(1)) {}
-  Counts counts;
-
-  kernels::Device device() const override { return inner_->device(); }
-  std::string_view name() const override { return "counting"; }
-  std::string Describe() const override { return "counting over " + inner_->Describe(); }
-  kernels::DType activation_dtype() const override { return inner_->activation_dtype(); }
-  kernels::DType kv_dtype() const override { return inner_->kv_dtype(); }
-  absl::StatusOr<kernels::DeviceBuffer> Allocate(size_t bytes) override {
-    ++counts.allocations;
-    return inner_->Allocate(bytes);
-  }
-  absl::StatusOr<kernels::DeviceBuffer> AllocateScratch(size_t bytes) override {
-    ++counts.allocations;
-    return inner_->AllocateScratch(bytes);
-  }
-  absl::StatusOr<kernels::DeviceBuffer> AllocateHost(size_t bytes) override {
-    ++counts.allocations;
-    return inner_->AllocateHost(bytes);
-  }
-  absl::StatusOr<kernels::DeviceMemoryInfo> MemoryInfo() const override {
-    return inner_->MemoryInfo();
-  }
-  absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t bytes) override {
-    ++counts.to_device;
-    return inner_->CopyToDeviceAsync(dst, src, bytes);
-  }
-  absl::Status CopyToHostAsync(void* dst, const void* src, size_t bytes) override {
-    ++counts.to_host;
-    counts.to_host_bytes += bytes;
-    return inner_->CopyToHostAsync(dst, src, bytes);
-  }
-  absl::Status CopyOnDeviceAsync(void* dst, const void* src, size_t bytes) override {
-    return inner_->CopyOnDeviceAsync(dst, src, bytes);
-  }
-  absl::Status MemsetAsync(void* dst, int value, size_t bytes) override {
-    return inner_->MemsetAsync(dst, value, bytes);
-  }
-  absl::StatusOr<std::unique_ptr<kernels::Event>> CreateEvent() override {
-    return inner_->CreateEvent();
-  }
-  absl::Status RecordEvent(kernels::Event& e) override { return inner_->RecordEvent(e); }
-  absl::Status WaitEvent(kernels::Event& e) override { return inner_->WaitEvent(e); }
-  absl::Status Synchronize() override {
-    ++counts.synchronize;
-    return inner_->Synchronize();
-  }
-  void Embedding(const kernels::EmbeddingParams& p) override { inner_->Embedding(p); }
-  void RmsNorm(const kernels::RmsNormParams& p) override { inner_->RmsNorm(p); }
-  void Rope(const kernels::RopeParams& p) override { inner_->Rope(p); }
-  void Matmul(const kernels::MatmulParams& p) override { inner_->Matmul(p); }
-  void KvWrite(const kernels::KvWriteParams& p) override { inner_->KvWrite(p); }
-  void PagedAttention(const kernels::PagedAttentionParams& p) override {
-    inner_->PagedAttention(p);
-  }
-  void RouterTopK(const kernels::RouterTopKParams& p) override { inner_->RouterTopK(p); }
-  void MoeAlign(const kernels::MoeAlignParams& p) override { inner_->MoeAlign(p); }
-  void GatherRows(const kernels::GatherRowsParams& p) override { inner_->GatherRows(p); }
-  void GroupedMatmul(const kernels::GroupedMatmulParams& p) override { inner_->GroupedMatmul(p); }
-  void SwiGlu(const kernels::SwiGluParams& p) override { inner_->SwiGlu(p); }
-  void MoeCombine(const kernels::MoeCombineParams& p) override { inner_->MoeCombine(p); }
-  void AddInPlace(const kernels::AddInPlaceParams& p) override { inner_->AddInPlace(p); }
-  void Sample(const kernels::SampleParams& p) override { inner_->Sample(p); }
-
- private:
-  std::unique_ptr<kernels::Backend> inner_;
-};
+using counting_test::CountingBackend;
+using counting_test::Counts;
 
 ModelConfig Config() { return ep_test::SmallConfig(/*layers=*/2); }
 
@@ -183,13 +110,7 @@ SamplingRun Generate(bool use_device, bool with_logprobs, int steps) {
                                        : model.Forward(absl::MakeSpan(batch), *pool, &out);
     EXPECT_TRUE(st.ok()) << st;
     if (!st.ok()) return run;
-    Counts d = backend.counts;
-    d.allocations -= before.allocations;
-    d.to_device -= before.to_device;
-    d.to_host -= before.to_host;
-    d.to_host_bytes -= before.to_host_bytes;
-    d.synchronize -= before.synchronize;
-    run.per_step.push_back(d);
+    run.per_step.push_back(backend.counts - before);
     int64_t row = 0;
     for (size_t i = 0; i < n; ++i) {
       if (!samples[i]) {
@@ -249,8 +170,8 @@ TEST(StepSamplingTest, MixedBatchSamplesTheHostSamplersTokensAndDownloadsOnlyIds
     EXPECT_EQ(d.to_device, 1) << "step " << s;  // indices + sampling rows + histories
     EXPECT_EQ(d.synchronize, 1) << "step " << s;
     // Only the penalty histories still grow (by powers of two): at most the staging twins.
-    EXPECT_LE(d.allocations, 2) << "step " << s;
-    if (d.allocations == 0) ++steps_without_allocation;
+    EXPECT_LE(d.allocations(), 2) << "step " << s;
+    if (d.allocations() == 0) ++steps_without_allocation;
   }
   EXPECT_GT(steps_without_allocation, 0);
   // The oracle downloads the logits.
