@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
 #include "runtime/engine/worker.h"
+#include "spdlog/spdlog.h"
 
 namespace moeserve::runtime {
 
@@ -81,7 +82,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   for (size_t r = 0; r < ranks.size(); ++r) {
     MixtralModel& model = *ranks[r].model;
     int64_t blocks = options.kv_blocks;
-    if (blocks == 0) {
+    if (blocks == 0 && options.gpu_memory_utilization > 0 &&
+        model.backend().device() == kernels::Device::kCuda) {
+      MOESERVE_ASSIGN_OR_RETURN(blocks, KvBlocksForMemoryUtilization(
+                                            model.backend(), model.KvShape(options.kv_block_size, 0),
+                                            options.gpu_memory_utilization, impl->max_model_len_));
+      spdlog::info("rank {}: kv cache of {} blocks of {} tokens from --gpu-memory-utilization={}", r,
+                   blocks, options.kv_block_size, options.gpu_memory_utilization);
+    } else if (blocks == 0) {
       const KvCacheShape unit = model.KvShape(options.kv_block_size, 1);
       const int64_t bytes_per_block = 2 * unit.num_layers * unit.bytes_per_block();
       blocks = options.kv_cache_bytes / bytes_per_block;

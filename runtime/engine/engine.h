@@ -33,6 +33,10 @@ struct EngineOptions {
   int64_t kv_block_size = 16;
   int64_t kv_blocks = 0;  // per rank; 0: from kv_cache_bytes
   int64_t kv_cache_bytes = int64_t{256} << 20;
+  // With kv_blocks 0 on a CUDA backend: the pool takes this fraction of the GPU's memory less what
+  // is in use once the weights are loaded (KvBlocksForMemoryUtilization), instead of
+  // kv_cache_bytes. 0: kv_cache_bytes everywhere.
+  double gpu_memory_utilization = 0;
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
 
   absl::Status Validate() const;

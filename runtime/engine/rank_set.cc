@@ -79,6 +79,10 @@ absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
     MOESERVE_ASSIGN_OR_RETURN(std::unique_ptr<LoadedModel> loaded,
                               LoadOne(options, r.backend.get(), load));
     r.model = loaded->model.get();
+    // Decode graphs only where the backend has graphs (the CPU would just pay for the padding).
+    DecodeGraphOptions graphs = options.decode_graphs;
+    graphs.enabled = graphs.enabled && r.backend->SupportsGraphs();
+    r.model->SetDecodeGraphs(std::move(graphs));
     r.keep_alive = std::shared_ptr<LoadedModel>(std::move(loaded));
     set.ranks.push_back(std::move(r));
     return set;

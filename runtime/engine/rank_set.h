@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "parallel/placement/expert_placement.h"
 #include "runtime/engine/engine.h"
+#include "runtime/model/decode_graphs.h"
 #include "runtime/model/model_loader.h"
 
 namespace moeserve::runtime {
@@ -25,6 +26,9 @@ struct RankSetOptions {
   ProgressFn progress;  // loading progress of rank 0
   WeightCheck weight_check = WeightCheck::kWarn;  // NaN / Inf scan (--check-weights)
   std::string device = "auto";                    // "cpu", "cuda" or "auto" (MakeBackend)
+  // World size 1 on a backend with graphs: decode steps as CUDA graphs (decode_graphs.h). With
+  // expert parallelism steps always run eagerly (the exchange is driven from the host).
+  DecodeGraphOptions decode_graphs{.enabled = true};
 };
 
 struct RankSet {

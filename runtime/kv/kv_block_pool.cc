@@ -1,6 +1,9 @@
 #include "runtime/kv/kv_block_pool.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "kernels/base/status_macros.h"
 
 namespace moeserve::runtime {
 
@@ -84,6 +87,62 @@ int64_t KvBlockPool::LiveBlocks(const SequenceKv& seq) {
   int64_t live = 0;
   for (int32_t b : seq.block_table) live += b >= 0 ? 1 : 0;
   return live;
+}
+
+std::optional<int32_t> KvBlockPool::PaddingBlock(kernels::Backend& backend) {
+  if (padding_block_ >= 0) return padding_block_;
+  std::optional<int32_t> block = AllocateBlock();
+  if (!block) return std::nullopt;
+  const size_t bytes = static_cast<size_t>(shape_.bytes_per_block());
+  for (int64_t l = 0; l < shape_.num_layers; ++l) {
+    for (void* base : {k(l), v(l)}) {
+      if (!backend
+               .MemsetAsync(static_cast<char*>(base) + bytes * static_cast<size_t>(*block), 0,
+                            bytes)
+               .ok()) {
+        FreeBlock(*block);
+        return std::nullopt;
+      }
+    }
+  }
+  padding_block_ = *block;
+  return padding_block_;
+}
+
+absl::StatusOr<int64_t> KvBlocksForMemoryUtilization(kernels::Backend& backend,
+                                                     const KvCacheShape& shape, double utilization,
+                                                     int64_t max_seq_len) {
+  MOESERVE_ASSIGN_OR_RETURN(const kernels::DeviceMemoryInfo memory, backend.MemoryInfo());
+  return KvBlocksForMemoryUtilization(memory, shape, utilization, max_seq_len);
+}
+
+absl::StatusOr<int64_t> KvBlocksForMemoryUtilization(const kernels::DeviceMemoryInfo& mem,
+                                                     const KvCacheShape& shape, double utilization,
+                                                     int64_t max_seq_len) {
+  if (!(utilization > 0.0 && utilization <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu-memory-utilization=", utilization, " is not in (0, 1]"));
+  }
+  if (shape.num_layers <= 0 || shape.block_size <= 0 || shape.bytes_per_block() <= 0) {
+    return absl::InvalidArgumentError("kv cache: empty block shape");
+  }
+  const int64_t total = static_cast<int64_t>(mem.total_bytes);
+  const int64_t used = total - static_cast<int64_t>(mem.free_bytes);
+  const int64_t budget = static_cast<int64_t>(utilization * static_cast<double>(total)) - used;
+  const int64_t per_block = 2 * shape.num_layers * shape.bytes_per_block();
+  const int64_t blocks = budget > 0 ? budget / per_block : 0;
+  const int64_t needed = (max_seq_len + shape.block_size - 1) / shape.block_size + 1;
+  if (blocks < needed) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kv cache: --gpu-memory-utilization=", utilization, " of ", total,
+                     " bytes leaves ", std::max<int64_t>(budget, 0), " bytes after the ", used,
+                     " bytes in use (weights, workspaces), i.e. ", blocks, " KV blocks of ",
+                     per_block, " bytes (all layers, K and V), but one sequence of ", max_seq_len,
+                     " tokens needs ", needed, " blocks of ", shape.block_size,
+                     " tokens (with the padding block); raise --gpu-memory-utilization or lower "
+                     "max_position_embeddings / use a smaller model"));
+  }
+  return blocks;
 }
 
 }  // namespace moeserve::runtime

@@ -64,6 +64,12 @@ class KvBlockPool {
   // Blocks `seq` holds (entries that are not -1).
   static int64_t LiveBlocks(const SequenceKv& seq);
 
+  // The block that padding rows of bucketed decode steps read (runtime/model/decode_graphs.h):
+  // taken from the free blocks on the first call, zeroed in every layer (enqueued on `backend`),
+  // never written afterwards and never returned. Nothing when no block is free (the caller runs
+  // unpadded). It counts as used in num_used_blocks().
+  std::optional<int32_t> PaddingBlock(kernels::Backend& backend);
+
   // [num_blocks, block_size, num_kv_heads, head_dim] of shape().kv_dtype, backend memory.
   void* k(int64_t layer) { return k_[layer].data(); }
   void* v(int64_t layer) { return v_[layer].data(); }
@@ -72,6 +78,20 @@ class KvBlockPool {
   KvCacheShape shape_;
   std::vector<kernels::DeviceBuffer> k_, v_;  // [num_layers]
   std::vector<int32_t> free_;                 // stack of free block ids
+  int32_t padding_block_ = -1;                // PaddingBlock(); -1: not taken yet
 };
+
+// KV blocks for --gpu-memory-utilization on a device backend: called after the weights and the
+// workspaces are allocated, it returns (utilization * total - used) / (bytes of one block in all
+// layers, K and V), where used = total - free from backend.MemoryInfo(). `shape.num_blocks` is
+// ignored. An error names the numbers when that is fewer than one sequence of `max_seq_len`
+// tokens needs (+1 for the padding block of decode graphs).
+absl::StatusOr<int64_t> KvBlocksForMemoryUtilization(kernels::Backend& backend,
+                                                     const KvCacheShape& shape, double utilization,
+                                                     int64_t max_seq_len);
+// The same from a memory snapshot (tests).
+absl::StatusOr<int64_t> KvBlocksForMemoryUtilization(const kernels::DeviceMemoryInfo& memory,
+                                                     const KvCacheShape& shape, double utilization,
+                                                     int64_t max_seq_len);
 
 }  // namespace moeserve::runtime

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
@@ -159,17 +160,24 @@ absl::Status MixtralModel::MoeBlock(int64_t l, const void* h, int64_t num_tokens
   return absl::OkStatus();
 }
 
-void MixtralModel::RecordDeviceExpertLoad(int64_t num_tokens) {
+void MixtralModel::RecordDeviceExpertLoad(int64_t num_tokens, int64_t padding_rows) {
   const ModelConfig& c = config_;
   const int64_t experts = c.num_local_experts;
   const int64_t* now = expert_counts_host_.as<int64_t>();
+  // Padding rows are exactly zero, so every layer routes them to the same experts.
+  std::vector<int64_t> padding(static_cast<size_t>(experts), 0);
+  if (padding_rows > 0) {
+    for (int32_t e : PaddingRouting(router_bias_, experts, c.num_experts_per_tok)) {
+      padding[e] = padding_rows;
+    }
+  }
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     // World size 1: every row is routed and computed here, none crosses a link.
     parallel::EpLayerTrace trace;
     trace.routed_per_expert.resize(static_cast<size_t>(experts));
     for (int64_t e = 0; e < experts; ++e) {
       const size_t i = static_cast<size_t>(l * experts + e);
-      trace.routed_per_expert[e] = now[i] - expert_counts_recorded_[i];
+      trace.routed_per_expert[e] = now[i] - expert_counts_recorded_[i] - padding[e];
       expert_counts_recorded_[i] = now[i];
       expert_load_.tokens[l][e] += trace.routed_per_expert[e];
     }
@@ -270,6 +278,7 @@ absl::Status MixtralModel::ForwardImpl(absl::Span<SequenceStep> batch, KvBlockPo
 // The step's persistent buffers. Index arrays sit at fixed offsets for the current capacities,
 // identical in the pinned host staging buffer and its device twin, so a step is one upload:
 //   ids [T] i32 | positions [T] i32 | slots [T] i64 | logit_rows [R] i32
+//   | row_mask [T] f32 | row_identity [T] i32 (padding mask of bucketed decode steps)
 //   | query_start [S+1] i32 | context_lens [S] i32 | block_tables [S, B] i32
 //   | sample_rows [S] SampleRow | history_tokens [H] i32 | history_output_counts [H] i32
 //   | history_in_prompt [H] u8
@@ -280,9 +289,9 @@ absl::Status MixtralModel::ForwardImpl(absl::Span<SequenceStep> batch, KvBlockPo
 // rows, H penalty-history entries) grow by powers of two and never shrink.
 struct MixtralModel::StepBuffers {
   int64_t tokens = 0, seqs = 0, blocks = 0, rows = 0, history = 0;
-  size_t ids = 0, positions = 0, logit_rows = 0, slots = 0, query_start = 0, context_lens = 0,
-         block_tables = 0, sample_rows = 0, history_tokens = 0, history_output_counts = 0,
-         history_in_prompt = 0, index_bytes = 0;
+  size_t ids = 0, positions = 0, logit_rows = 0, slots = 0, row_mask = 0, row_identity = 0,
+         query_start = 0, context_lens = 0, block_tables = 0, sample_rows = 0, history_tokens = 0,
+         history_output_counts = 0, history_in_prompt = 0, index_bytes = 0;
   kernels::DeviceBuffer host_index, device_index, activations, row_buffers;
   void *x = nullptr, *branch = nullptr, *h = nullptr, *q = nullptr, *attn = nullptr, *k = nullptr,
        *v = nullptr, *rows_act = nullptr;
@@ -295,6 +304,29 @@ struct MixtralModel::StepBuffers {
   template <typename T>
   T* Dev(size_t offset) {
     return reinterpret_cast<T*>(static_cast<char*>(device_index.data()) + offset);
+  }
+
+  // Rows num_tokens .. bucket-1 of a decode step (one token per sequence) become padding rows
+  // (decode_graphs.h); row_mask is 1 for the real rows and 0 for these.
+  void FillPaddingRows(int64_t num_tokens, int64_t bucket, int32_t padding_block) {
+    int32_t* ids_h = Host<int32_t>(ids);
+    float* mask = Host<float>(row_mask);
+    int32_t* identity = Host<int32_t>(row_identity);
+    for (int64_t t = 0; t < bucket; ++t) {
+      mask[t] = t < num_tokens ? 1.0f : 0.0f;
+      identity[t] = static_cast<int32_t>(t);
+    }
+    for (int64_t t = num_tokens; t < bucket; ++t) {  // row t is padding sequence t
+      ids_h[t] = 0;
+      Host<int32_t>(positions)[t] = 0;
+      Host<int64_t>(slots)[t] = -1;  // KvWrite skips it
+      Host<int32_t>(logit_rows)[t] = static_cast<int32_t>(t);
+      Host<int32_t>(query_start)[t + 1] = static_cast<int32_t>(t + 1);
+      Host<int32_t>(context_lens)[t] = 1;
+      int32_t* table = Host<int32_t>(block_tables) + t * blocks;
+      std::fill(table, table + blocks, -1);
+      table[0] = padding_block;
+    }
   }
 
   // Grows whatever is too small for a step of these sizes; allocates nothing otherwise.
@@ -318,6 +350,8 @@ struct MixtralModel::StepBuffers {
       positions = place(Aligned(T, sizeof(int32_t)));
       slots = place(Aligned(T, sizeof(int64_t)));
       logit_rows = place(Aligned(R, sizeof(int32_t)));
+      row_mask = place(Aligned(T, sizeof(float)));
+      row_identity = place(Aligned(T, sizeof(int32_t)));
       query_start = place(Aligned(S + 1, sizeof(int32_t)));
       context_lens = place(Aligned(S, sizeof(int32_t)));
       block_tables = place(Aligned(S * B, sizeof(int32_t)));
@@ -363,6 +397,16 @@ struct MixtralModel::StepBuffers {
   }
 };
 
+// What EnqueueDeviceStep needs besides the step buffers: sizes (the bucket for decode graphs) and
+// the attention index params, whose host copies RunBatch has validated.
+struct MixtralModel::StepPlan {
+  int64_t tokens = 0;         // rows of every activation (T, padded to the bucket)
+  int64_t logit_rows = 0;     // LM-head rows (R, padded to the bucket)
+  bool mask_padding = false;  // zero the padding rows after the embedding (row_mask)
+  kernels::KvWriteParams kw;
+  kernels::PagedAttentionParams ap;
+};
+
 MixtralModel::~MixtralModel() = default;
 
 // Enqueues op `op` with params `p` after validating them (host checks, cheap).
@@ -378,7 +422,7 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   const ModelConfig& c = config_;
   kernels::Backend& be = *backend_;
   const kernels::DType act = be.activation_dtype();
-  const int64_t hidden = c.hidden_size, head_dim = c.head_dim;
+  const int64_t head_dim = c.head_dim;
   const int64_t block_size = pool.shape().block_size;
   const kernels::DType kv_dtype = pool.shape().kv_dtype;
 
@@ -390,18 +434,38 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   const int64_t H = sampling != nullptr ? sampling->num_history() : 0;
   int64_t T = 0, R_kept = 0, max_blocks = 1, max_query = 0, max_context = 0;
   const int64_t S = static_cast<int64_t>(batch.size());
+  bool decode_only = true;
   for (const SequenceStep& step : batch) {
     const int64_t n = static_cast<int64_t>(step.new_tokens.size());
+    decode_only = decode_only && n == 1;
     T += n;
     if (keep_logits) R_kept += step.all_logits ? n : 1;
     max_blocks = std::max<int64_t>(max_blocks, static_cast<int64_t>(step.kv->block_table.size()));
     max_query = std::max(max_query, n);
     max_context = std::max(max_context, step.kv->num_tokens + n);
   }
-  const int64_t R = N + R_kept;
+  // A decode-only step may run padded to a bucket (decode_graphs.h); padding rows read the pool's
+  // padding block, so without a free block the step runs unpadded. A padded step's LM head runs
+  // on one row per token (bucket rows): rows [0, S) are then both the sampled rows and the kept
+  // ones, which needs every sequence sampled, in order.
+  bool samples_every_row = sampling == nullptr || N == S;
+  for (int64_t i = 0; samples_every_row && sampling != nullptr && i < N; ++i) {
+    samples_every_row = sampling->sequences[static_cast<size_t>(i)] == i;
+  }
+  int64_t bucket = decode_only && samples_every_row && !expert_parallel()
+                       ? DecodeBucket(graph_options_, S)
+                       : 0;
+  int32_t padding_block = -1;
+  if (bucket > S) {
+    const std::optional<int32_t> block = pool.PaddingBlock(be);
+    if (block) padding_block = *block;
+    if (!block) bucket = 0;
+  }
+  const int64_t R = bucket > 0 ? bucket : N + R_kept;
+  const int64_t run_tokens = bucket > 0 ? bucket : T, run_seqs = bucket > 0 ? bucket : S;
   if (!step_) step_ = std::make_unique<StepBuffers>();
   StepBuffers& B = *step_;
-  MOESERVE_RETURN_IF_ERROR(B.Reserve(be, c, T, S, max_blocks, R, H));
+  MOESERVE_RETURN_IF_ERROR(B.Reserve(be, c, run_tokens, run_seqs, max_blocks, R, H));
   if (N > 0) {
     MOESERVE_RETURN_IF_ERROR(sampler_.Reserve(be, N, c.vocab_size, sampling->max_top_logprobs()));
   }
@@ -444,7 +508,7 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
     std::fill(table, table + B.blocks, -1);
     std::copy(step.kv->block_table.begin(), step.kv->block_table.end(), table);
   }
-  size_t upload_bytes = B.block_tables + sizeof(int32_t) * static_cast<size_t>(S * B.blocks);
+  size_t upload_bytes = B.block_tables + sizeof(int32_t) * static_cast<size_t>(run_seqs * B.blocks);
   if (N > 0) {
     // The sampled rows (last token of each sampled sequence), their SampleRows and histories.
     for (int64_t i = 0; i < N; ++i) {
@@ -463,14 +527,23 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
       upload_bytes = B.history_in_prompt + static_cast<size_t>(H);
     }
   }
+  if (bucket > 0) {
+    B.FillPaddingRows(T, bucket, padding_block);  // T == S: one token each
+    // One LM-head row per token, padding included (see above).
+    for (int64_t i = 0; i < bucket; ++i) logit_rows[i] = static_cast<int32_t>(i);
+  }
   if (!keep_logits) out->row_offsets.clear();
   MOESERVE_RETURN_IF_ERROR(
       be.CopyToDeviceAsync(B.device_index.data(), B.host_index.data(), upload_bytes));
 
   // The index arrays are the same for every layer: check their host copies once.
-  kernels::KvWriteParams kw;
+  StepPlan plan;
+  plan.tokens = run_tokens;
+  plan.logit_rows = R;
+  plan.mask_padding = bucket > 0;
+  kernels::KvWriteParams& kw = plan.kw;
   kw.slots = B.Dev<int64_t>(B.slots);
-  kw.num_tokens = T;
+  kw.num_tokens = run_tokens;
   kw.num_kv_heads = c.num_key_value_heads;
   kw.head_dim = head_dim;
   kw.num_slots = pool.shape().num_blocks * block_size;
@@ -478,14 +551,14 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   kw.kv_dtype = kv_dtype;
   kw.k = B.k;
   kw.v = B.v;
-  kernels::PagedAttentionParams ap;
+  kernels::PagedAttentionParams& ap = plan.ap;
   ap.q = B.q;
   ap.out = B.attn;
   ap.block_tables = B.Dev<int32_t>(B.block_tables);
   ap.query_start = B.Dev<int32_t>(B.query_start);
   ap.context_lens = B.Dev<int32_t>(B.context_lens);
-  ap.num_seqs = S;
-  ap.num_tokens = T;
+  ap.num_seqs = run_seqs;
+  ap.num_tokens = run_tokens;
   ap.num_q_heads = c.num_attention_heads;
   ap.num_kv_heads = c.num_key_value_heads;
   ap.head_dim = head_dim;
@@ -498,12 +571,82 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   ap.kv_dtype = kv_dtype;
   ap.max_query_len = max_query;
   ap.max_context_len = max_context;
+  if (bucket > 0) {
+    // Fixed by the bucket and the capacities only: a graph replays these bounds in later steps.
+    ap.max_query_len = 1;
+    ap.max_context_len = B.blocks * block_size;
+  }
   MOESERVE_RETURN_IF_ERROR(kernels::ValidateIndices(kw, slots));
   MOESERVE_RETURN_IF_ERROR(kernels::ValidateIndices(ap, block_tables, query_start, context_lens));
 
-  MOESERVE_ENQUEUE(Embedding, (kernels::EmbeddingParams{
-                                  B.Dev<int32_t>(B.ids), weights_.embed_tokens.data,
-                                  weights_.embed_tokens.dtype, B.x, act, T, c.vocab_size, hidden}));
+  if (bucket > 0) {
+    MOESERVE_RETURN_IF_ERROR(RunDecodeBucket(bucket, plan, pool));
+  } else {
+    MOESERVE_RETURN_IF_ERROR(EnqueueDeviceStep(plan, pool));
+  }
+
+  // Sampling on the device from logits rows [0, N), downloading only its results. It runs after
+  // a decode graph's replay, not inside it: its kernels depend on the step's sampling options.
+  if (N > 0) {
+    MOESERVE_RETURN_IF_ERROR(sampler_.Enqueue(
+        be, *sampling, B.logits, c.vocab_size, B.Dev<kernels::SampleRow>(B.sample_rows),
+        B.Dev<int32_t>(B.history_tokens), B.Dev<int32_t>(B.history_output_counts),
+        B.Dev<uint8_t>(B.history_in_prompt)));
+  }
+
+  // The step's only downloads, then its only synchronisation. The kept rows follow the sampled
+  // ones, except in a padded step where rows [0, S) are both.
+  out->vocab = c.vocab_size;
+  out->logits.resize(static_cast<size_t>(R_kept * c.vocab_size));
+  if (R_kept > 0) {
+    const int64_t first_kept = bucket > 0 ? 0 : N;
+    MOESERVE_RETURN_IF_ERROR(be.CopyToHostAsync(out->logits.data(),
+                                                B.logits + first_kept * c.vocab_size,
+                                                sizeof(float) * out->logits.size()));
+  }
+  if (!expert_parallel()) {
+    MOESERVE_RETURN_IF_ERROR(be.CopyToHostAsync(expert_counts_host_.data(), expert_counts_.data(),
+                                                expert_counts_.bytes()));
+  }
+  MOESERVE_RETURN_IF_ERROR(be.Synchronize());
+  if (!expert_parallel()) RecordDeviceExpertLoad(T, bucket > 0 ? bucket - T : 0);
+  if (N > 0) sampler_.Read(*sampling, &out->sampled);
+
+  // TODO(refactor): only the scheduler should advance num_computed_tokens and reserve KV blocks;
+  // Forward still does both (ValidateAndReserve and here) to keep today's behaviour and tests.
+  for (SequenceStep& step : batch) {
+    step.kv->num_tokens += static_cast<int64_t>(step.new_tokens.size());
+  }
+  return absl::OkStatus();
+}
+
+// The device part of a step, from the embedding to the LM-head logits: only enqueued work with
+// persistent buffers and sizes from `plan`, so it can be captured as a graph (decode_graphs.h).
+absl::Status MixtralModel::EnqueueDeviceStep(const StepPlan& plan, KvBlockPool& pool) {
+  const ModelConfig& c = config_;
+  kernels::Backend& be = *backend_;
+  const kernels::DType act = be.activation_dtype();
+  const int64_t hidden = c.hidden_size, head_dim = c.head_dim;
+  const int64_t T = plan.tokens, R = plan.logit_rows;
+  StepBuffers& B = *step_;
+  // Padded steps embed into h and copy into x through the row mask (padding rows become zero).
+  MOESERVE_ENQUEUE(
+      Embedding, (kernels::EmbeddingParams{
+                     B.Dev<int32_t>(B.ids), weights_.embed_tokens.data, weights_.embed_tokens.dtype,
+                     plan.mask_padding ? B.h : B.x, act, T, c.vocab_size, hidden}));
+  if (plan.mask_padding) {
+    kernels::MoeCombineParams mask;
+    mask.expert_out = B.h;
+    mask.src_rows = B.Dev<int32_t>(B.row_identity);
+    mask.weights = B.Dev<float>(B.row_mask);
+    mask.out = B.x;
+    mask.num_tokens = T;
+    mask.top_k = 1;
+    mask.hidden = hidden;
+    mask.num_expert_rows = T;
+    mask.act_dtype = act;
+    MOESERVE_ENQUEUE(MoeCombine, mask);
+  }
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     // Attention block. h = norm(x), with the previous layer's MoE output added to x first.
@@ -516,9 +659,11 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
     MOESERVE_ENQUEUE(Rope, (kernels::RopeParams{B.q, B.k, B.Dev<int32_t>(B.positions), T,
                                                 c.num_attention_heads, c.num_key_value_heads,
                                                 head_dim, static_cast<float>(c.rope_theta), act}));
+    kernels::KvWriteParams kw = plan.kw;
     kw.k_cache = pool.k(l);
     kw.v_cache = pool.v(l);
     MOESERVE_ENQUEUE(KvWrite, kw);
+    kernels::PagedAttentionParams ap = plan.ap;
     ap.k_cache = pool.k(l);
     ap.v_cache = pool.v(l);
     MOESERVE_ENQUEUE(PagedAttention, ap);
@@ -541,35 +686,45 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
     lm.y_dtype = kernels::DType::kF32;
     MOESERVE_ENQUEUE(Matmul, lm);
   }
-  // Sampling on the device from logits rows [0, N), downloading only its results.
-  if (N > 0) {
-    MOESERVE_RETURN_IF_ERROR(sampler_.Enqueue(
-        be, *sampling, B.logits, c.vocab_size, B.Dev<kernels::SampleRow>(B.sample_rows),
-        B.Dev<int32_t>(B.history_tokens), B.Dev<int32_t>(B.history_output_counts),
-        B.Dev<uint8_t>(B.history_in_prompt)));
-  }
-
-  // The step's only downloads, then its only synchronisation.
-  out->vocab = c.vocab_size;
-  out->logits.resize(static_cast<size_t>(R_kept * c.vocab_size));
-  if (R_kept > 0) {
-    MOESERVE_RETURN_IF_ERROR(be.CopyToHostAsync(out->logits.data(), B.logits + N * c.vocab_size,
-                                                sizeof(float) * out->logits.size()));
-  }
-  if (!expert_parallel()) {
-    MOESERVE_RETURN_IF_ERROR(be.CopyToHostAsync(expert_counts_host_.data(), expert_counts_.data(),
-                                                expert_counts_.bytes()));
-  }
-  MOESERVE_RETURN_IF_ERROR(be.Synchronize());
-  if (!expert_parallel()) RecordDeviceExpertLoad(T);
-  if (N > 0) sampler_.Read(*sampling, &out->sampled);
-
-  // TODO(refactor): only the scheduler should advance num_computed_tokens and reserve KV blocks;
-  // Forward still does both (ValidateAndReserve and here) to keep today's behaviour and tests.
-  for (SequenceStep& step : batch) {
-    step.kv->num_tokens += static_cast<int64_t>(step.new_tokens.size());
-  }
   return absl::OkStatus();
+}
+
+absl::Status MixtralModel::RunDecodeBucket(int64_t bucket, const StepPlan& plan,
+                                           KvBlockPool& pool) {
+  kernels::Backend& be = *backend_;
+  if (!be.SupportsGraphs()) return EnqueueDeviceStep(plan, pool);  // the same padded step, eager
+  const StepBuffers& B = *step_;
+  // Everything the graph bakes in besides the bucket: addresses and capacities.
+  DecodeGraphCache::Key key;
+  key.addresses = {B.device_index.data(),
+                   B.activations.data(),
+                   B.row_buffers.data(),
+                   moe_workspace_.logits,
+                   expert_counts_.data(),
+                   expert_tables_.data(),
+                   router_bias_.empty() ? nullptr : router_bias_device_.data()};
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    key.addresses.push_back(pool.k(l));
+    key.addresses.push_back(pool.v(l));
+  }
+  key.sizes = {B.tokens,
+               B.seqs,
+               B.blocks,
+               B.rows,
+               moe_workspace_.capacity(),
+               pool.shape().num_blocks,
+               pool.shape().block_size};
+  graphs_.Validate(key);
+  if (kernels::Graph* graph = graphs_.Find(bucket)) return be.Replay(*graph);
+  // First step of this bucket: capture (nothing runs), then replay.
+  MOESERVE_RETURN_IF_ERROR(be.BeginCapture());
+  const absl::Status enqueued = EnqueueDeviceStep(plan, pool);
+  absl::StatusOr<std::unique_ptr<kernels::Graph>> graph = be.EndCapture();
+  MOESERVE_RETURN_IF_ERROR(enqueued);
+  MOESERVE_RETURN_IF_ERROR(graph.status());
+  kernels::Graph& captured = **graph;
+  graphs_.Insert(bucket, *std::move(graph));
+  return be.Replay(captured);
 }
 
 #undef MOESERVE_ENQUEUE

@@ -41,6 +41,7 @@
 #include "parallel/moe/router_skew.h"
 #include "runtime/config/model_config.h"
 #include "runtime/kv/kv_block_pool.h"
+#include "runtime/model/decode_graphs.h"
 #include "runtime/model/mixtral_weights.h"
 #include "runtime/model/step_sampling.h"
 
@@ -122,6 +123,11 @@ class MixtralModel {
   // !skew.enabled()). With expert parallelism, set the same skew on every rank.
   absl::Status SetRouterSkew(const parallel::RouterSkew& skew);
   const ExpertLoad& expert_load() const { return expert_load_; }
+  // Decode steps padded to batch-size buckets and replayed as CUDA graphs (decode_graphs.h);
+  // off by default. On a backend without graphs the padded steps run eagerly (CPU tests).
+  void SetDecodeGraphs(DecodeGraphOptions options) { graph_options_ = std::move(options); }
+  const DecodeGraphOptions& decode_graph_options() const { return graph_options_; }
+  const DecodeGraphCache& decode_graphs() const { return graphs_; }
   // This rank's expert-load and all-to-all counters (world size 1 without expert parallelism);
   // combine the ranks' snapshots with parallel::AggregateEpStats. Any thread.
   parallel::EpRankStats ep_stats() const { return stats_->Snapshot(); }
@@ -141,8 +147,15 @@ class MixtralModel {
   absl::Status MoeBlock(int64_t l, const void* h, int64_t num_tokens, void* out);
   // First Forward: expert pointer tables, device expert-load counters, the router bias.
   absl::Status PrepareDevice();
-  // After the step's Synchronize: the counters' growth since the last step, into the statistics.
-  void RecordDeviceExpertLoad(int64_t num_tokens);
+  // After the step's Synchronize: the counters' growth since the last step, into the statistics,
+  // less the routing of `padding_rows` padding rows of a bucketed decode step (decode_graphs.h).
+  void RecordDeviceExpertLoad(int64_t num_tokens, int64_t padding_rows);
+  // The device part of a step (embedding to LM-head logits), enqueued; capturable.
+  struct StepPlan;
+  absl::Status EnqueueDeviceStep(const StepPlan& plan, KvBlockPool& pool);
+  // A bucketed decode step: replays the bucket's graph, capturing it first when there is none
+  // (or running eagerly when the backend has no graphs).
+  absl::Status RunDecodeBucket(int64_t bucket, const StepPlan& plan, KvBlockPool& pool);
   // Expert parallelism: every layer's exchange with zero tokens of our own (a rank with nothing
   // to run, or whose step failed before the first layer).
   absl::Status JoinLayersIdle();
@@ -160,7 +173,9 @@ class MixtralModel {
   parallel::MoeWorkspace moe_workspace_;
   struct StepBuffers;  // persistent index staging + activations (mixtral_model.cc)
   std::unique_ptr<StepBuffers> step_;
-  DeviceSampler sampler_;               // the step tail's sampling workspace and results
+  DeviceSampler sampler_;  // the step tail's sampling workspace and results
+  DecodeGraphOptions graph_options_;
+  DecodeGraphCache graphs_;
   parallel::ExpertParallelContext ep_;  // comm == nullptr: world size 1, local experts
   std::unique_ptr<parallel::EpStatsRecorder> stats_;
 };

@@ -44,6 +44,27 @@ void ModelOptions::AddTo(CLI::App& cmd) {
       ->envname("MOESERVE_DEVICE")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
+  cmd.add_option("--cuda-graph-sizes", cuda_graph_sizes,
+                 "Batch sizes (comma-separated) whose decode steps are captured as CUDA graphs; a "
+                 "decode batch is padded to the next size, larger ones run eagerly")
+      ->envname("MOESERVE_CUDA_GRAPH_SIZES")
+      ->capture_default_str();
+  cmd.add_flag("--no-cuda-graphs", no_cuda_graphs,
+               "Run every step eagerly (no CUDA graphs, no decode padding)")
+      ->envname("MOESERVE_NO_CUDA_GRAPHS");
+  cmd.add_option("--gpu-memory-utilization", gpu_memory_utilization,
+                 "CUDA: fraction of the GPU's memory the process may use; the KV cache gets what "
+                 "the weights leave of it (when --kv-blocks is 0)")
+      ->envname("MOESERVE_GPU_MEMORY_UTILIZATION")
+      ->check(CLI::Range(0.01, 1.0))
+      ->capture_default_str();
+}
+
+absl::StatusOr<runtime::DecodeGraphOptions> ModelOptions::decode_graphs() const {
+  runtime::DecodeGraphOptions o;
+  MOESERVE_ASSIGN_OR_RETURN(o.sizes, runtime::ParseGraphSizes(cuda_graph_sizes));
+  o.enabled = !no_cuda_graphs;
+  return o;
 }
 
 runtime::WeightCheck ModelOptions::weight_check() const {
@@ -84,8 +105,18 @@ absl::StatusOr<ModelSession> OpenModelSession(const ModelOptions& options) {
     spdlog::warn("tokenizer has {} pieces but the model's vocab_size is {}",
                  s.tokenizer->vocab_size(), c.vocab_size);
   }
+  MOESERVE_ASSIGN_OR_RETURN(runtime::DecodeGraphOptions graphs, options.decode_graphs());
+  graphs.enabled = graphs.enabled && s.backend->SupportsGraphs();
+  s.model().SetDecodeGraphs(graphs);
   int64_t blocks = options.kv_blocks;
-  if (blocks == 0) {
+  if (blocks == 0 && s.backend->device() == kernels::Device::kCuda) {
+    MOESERVE_ASSIGN_OR_RETURN(blocks,
+                              runtime::KvBlocksForMemoryUtilization(
+                                  *s.backend, s.model().KvShape(options.kv_block_size, 0),
+                                  options.gpu_memory_utilization, c.max_position_embeddings));
+    spdlog::info("kv cache: {} blocks of {} tokens from --gpu-memory-utilization={}", blocks,
+                 options.kv_block_size, options.gpu_memory_utilization);
+  } else if (blocks == 0) {
     blocks = std::min<int64_t>(
         4096, (c.max_position_embeddings + options.kv_block_size - 1) / options.kv_block_size);
   }

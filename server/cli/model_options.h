@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "runtime/kv/kv_block_pool.h"
+#include "runtime/model/decode_graphs.h"
 #include "runtime/model/model_loader.h"
 #include "runtime/tokenizer/tokenizer.h"
 
@@ -24,11 +25,22 @@ struct ModelOptions {
   // "full" (every tensor, error). See runtime::WeightCheck and docs/checkpoints.md.
   std::string check_weights = "warn";
   std::string device = "auto";  // cpu | cuda | auto (runtime::MakeBackend)
+  // Decode steps as CUDA graphs at these batch-size buckets (runtime/model/decode_graphs.h);
+  // only on backends with graphs.
+  bool no_cuda_graphs = false;  // --no-cuda-graphs / MOESERVE_NO_CUDA_GRAPHS=1
+  std::string cuda_graph_sizes = "1,2,4,8,16,32,64,128,256";
+  // CUDA: the KV pool takes this fraction of the GPU's memory, less what is in use after the
+  // weights are loaded (used when --kv-blocks is 0). The CPU keeps the --kv-blocks default.
+  double gpu_memory_utilization = 0.9;
+
+  // --cuda-graph-sizes parsed; --no-cuda-graphs gives enabled = false.
+  absl::StatusOr<runtime::DecodeGraphOptions> decode_graphs() const;
 
   runtime::WeightCheck weight_check() const;
 
   // Registers --model, --tokenizer, --threads, --kv-block-size, --kv-blocks, --check-weights,
-  // --device (with MOESERVE_* env).
+  // --device, --cuda-graph-sizes, --no-cuda-graphs, --gpu-memory-utilization (with MOESERVE_*
+  // env).
   void AddTo(CLI::App& cmd);
 };
 

@@ -123,6 +123,7 @@ int RunServe(ServeFlags f) {
 
   f.engine.kv_block_size = f.model.kv_block_size;
   f.engine.kv_blocks = f.model.kv_blocks;
+  f.engine.gpu_memory_utilization = f.model.gpu_memory_utilization;
   if (absl::Status valid = f.engine.Validate(); !valid.ok()) {
     std::cerr << "error: " << valid.message() << "\n";
     return 2;
@@ -154,6 +155,12 @@ int RunServe(ServeFlags f) {
                                            },
                                        .weight_check = f.model.weight_check()};
   rank_options.device = f.model.device;  // --device (ModelOptions)
+  absl::StatusOr<runtime::DecodeGraphOptions> graphs = f.model.decode_graphs();
+  if (!graphs.ok()) {
+    std::cerr << "error: " << graphs.status().message() << "\n";
+    return 2;
+  }
+  rank_options.decode_graphs = *graphs;  // applied only on backends with graphs (rank_set.cc)
   absl::StatusOr<runtime::RankSet> rank_set = runtime::LoadRankSet(rank_options);
   if (!rank_set.ok()) {
     std::cerr << "error: " << rank_set.status().message() << "\n";

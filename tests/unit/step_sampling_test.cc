@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "runtime/kv/kv_block_pool.h"
+#include "runtime/model/decode_graphs.h"
 #include "runtime/model/model_loader.h"
 #include "runtime/model/step_sampling.h"
 #include "runtime/sampling/sampler.h"
@@ -73,12 +74,18 @@ struct SamplingRun {
 
 // use_device: Forward with StepSampling; else Forward without sampling and the host Samplers on
 // the downloaded logits (the oracle).
-SamplingRun Generate(bool use_device, bool with_logprobs, int steps) {
+// With `graph_sizes`, decode-only steps run padded to those buckets (decode_graphs.h; eager on
+// the CPU).
+SamplingRun Generate(bool use_device, bool with_logprobs, int steps,
+                     std::vector<int64_t> graph_sizes = {}) {
   SamplingRun run;
   CountingBackend backend;
   auto loaded = LoadRandomModel(Config(), 3, &backend);
   EXPECT_TRUE(loaded.ok()) << loaded.status();
   MixtralModel& model = *(*loaded)->model;
+  if (!graph_sizes.empty()) {
+    model.SetDecodeGraphs(DecodeGraphOptions{.enabled = true, .sizes = std::move(graph_sizes)});
+  }
   auto pool = KvBlockPool::Create(backend, model.KvShape(16, 64));
   EXPECT_TRUE(pool.ok()) << pool.status();
   const std::vector<SamplingParams> params = Requests(with_logprobs);
@@ -196,6 +203,21 @@ TEST(StepSamplingTest, LogprobsAreTheHostSamplersBitsAndStillNoLogits) {
     // than even one logits row per sequence.
     EXPECT_LE(d.to_host_bytes, counters + 4 * 256 + 8 * (4 + 4 + 20 * 8)) << "step " << s;
     EXPECT_LT(d.to_host_bytes, counters + sizeof(float) * 8 * c.vocab_size) << "step " << s;
+  }
+}
+
+// Padded decode steps (8 sequences in a bucket of 16, the padding rows' logits computed but
+// never sampled) sample the same tokens and logprobs as unpadded ones.
+TEST(StepSamplingTest, PaddedDecodeStepsSampleTheSameBits) {
+  const SamplingRun want = Generate(/*use_device=*/true, /*with_logprobs=*/true, 5);
+  const SamplingRun got = Generate(/*use_device=*/true, /*with_logprobs=*/true, 5, {16});
+  ExpectSameBits(got, want);
+  ASSERT_EQ(got.per_step.size(), want.per_step.size());
+  // Steps 2.. are decode-only: the same one upload, download pair and synchronisation.
+  for (size_t s = 2; s < got.per_step.size(); ++s) {
+    EXPECT_EQ(got.per_step[s].to_device, want.per_step[s].to_device) << "step " << s;
+    EXPECT_EQ(got.per_step[s].to_host, want.per_step[s].to_host) << "step " << s;
+    EXPECT_EQ(got.per_step[s].synchronize, want.per_step[s].synchronize) << "step " << s;
   }
 }
 
