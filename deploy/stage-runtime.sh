@@ -20,20 +20,29 @@ mkdir -p "$out/bin" "$out/lib"
 install -m 0755 "$bin" "$out/bin/moeserve"
 strip --strip-unneeded "$out/bin/moeserve"
 
-missing=$(ldd "$bin" | awk '/not found/ {print $1}')
-if [[ -n "$missing" ]]; then
-  echo "stage-runtime: $bin needs libraries that are not installed: $missing" >&2
+# Provided by the runtime image (or the driver): not copied, and allowed to be unresolved here
+# (the CUDA builder's loader path need not include /usr/local/cuda/lib64).
+provided() {
+  case "$1" in
+    # glibc and the C++ runtime: every base image has them (newer is compatible).
+    libc.so.* | libm.so.* | libdl.so.* | libpthread.so.* | librt.so.* | libresolv.so.* | \
+      ld-linux-*.so.* | libstdc++.so.* | libgcc_s.so.*) return 0 ;;
+    # The driver (mounted by the NVIDIA container toolkit) and the CUDA runtime image's libraries.
+    libcuda.so.* | libcudart.so.* | libcublas.so.* | libcublasLt.so.* | libnccl.so.*) return 0 ;;
+  esac
+  return 1
+}
+missing=()
+while read -r lib; do
+  provided "$lib" || missing+=("$lib")
+done < <(ldd "$bin" | awk '/not found/ {print $1}')
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "stage-runtime: $bin needs libraries that are not installed: ${missing[*]}" >&2
   exit 1
 fi
 count=0
 while read -r lib; do
-  case "$(basename "$lib")" in
-    # glibc and the C++ runtime: every base image has them (newer is compatible).
-    libc.so.* | libm.so.* | libdl.so.* | libpthread.so.* | librt.so.* | libresolv.so.* | \
-      ld-linux-*.so.* | libstdc++.so.* | libgcc_s.so.*) continue ;;
-    # The driver (mounted by the NVIDIA container toolkit) and the CUDA runtime image's libraries.
-    libcuda.so.* | libcudart.so.* | libcublas.so.* | libcublasLt.so.* | libnccl.so.*) continue ;;
-  esac
+  provided "$(basename "$lib")" && continue
   cp -L "$lib" "$out/lib/"
   count=$((count + 1))
 done < <(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
