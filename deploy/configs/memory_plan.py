@@ -87,21 +87,30 @@ def kv_bytes_per_token():
     return 2 * LAYERS * KV_HEADS * HEAD_DIM * BF16  # K and V
 
 
+def pow2(n):
+    c = 1
+    while c < n:
+        c *= 2
+    return c
+
+
 def activation_bytes(t, r):
     """High-water mark of the step's device buffers for t tokens and r LM-head rows on one rank.
 
     runtime/model/mixtral_model.cc StepBuffers: x, branch, h [T, hidden]; q, attn [T, q_width];
-    k, v [T, kv_width] (bf16); rows [R, hidden] bf16 + logits [R, vocab] fp32. Sampling scratch
+    k, v [T, kv_width] (bf16); rows [R, hidden] bf16 + logits [R, vocab] fp32, T and R rounded up
+    to powers of two (their capacities grow by doubling). Sampling scratch
     ASSUMED 2 x logits (sort values + indices). parallel/moe/ep_moe_layer.cc per MoE layer:
     router logits [T, E] fp32, ids + weights [T, 2]; send [2T, hidden]; recv, grouped, grouped_out
     [rows, hidden] and inter [rows, intermediate], where rows <= top_k * T * EP (worst case: every
     token of both ranks routed to this rank's experts).
     """
-    step = t * (3 * HIDDEN + 2 * Q_HEADS * HEAD_DIM + 2 * KV_HEADS * HEAD_DIM) * BF16
+    t_cap, r_cap = pow2(t), pow2(r)  # StepBuffers capacities grow by doubling (GrowTo)
+    step = t_cap * (3 * HIDDEN + 2 * Q_HEADS * HEAD_DIM + 2 * KV_HEADS * HEAD_DIM) * BF16
     recv_rows = TOP_K * t * EP
     moe = (t * EXPERTS * FP32 + t * TOP_K * (4 + FP32) + TOP_K * t * HIDDEN * BF16 +
            3 * recv_rows * HIDDEN * BF16 + recv_rows * INTERMEDIATE * BF16)
-    lm_head = r * (HIDDEN * BF16 + VOCAB * FP32) + 2 * r * VOCAB * FP32
+    lm_head = r_cap * (HIDDEN * BF16 + VOCAB * FP32) + 2 * r * VOCAB * FP32
     return step + moe + lm_head
 
 
