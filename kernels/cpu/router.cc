@@ -13,6 +13,7 @@ void RouterTopK(const RouterTopKParams& p) {
     const float* logits = p.logits + t * p.num_experts;
     for (int64_t e = 0; e < p.num_experts; ++e) {
       biased[e] = logits[e] + (p.logit_bias ? p.logit_bias[e] : 0.0f);
+      if (p.token_bias) biased[e] += p.token_bias[t * p.num_experts + e];
     }
     // Selection by repeated max: strict '>' keeps the lowest index among equal logits.
     std::vector<bool> taken(static_cast<size_t>(p.num_experts), false);

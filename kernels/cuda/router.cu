@@ -34,7 +34,8 @@ __global__ void __launch_bounds__(kThreads) RouterTopKKernel(RouterTopKParams p)
       float best_v = 0.0f;
       int best_id = -1;
       for (int e = lane; e < num_experts; e += 32) {
-        const float v = logits[e] + (p.logit_bias != nullptr ? p.logit_bias[e] : 0.0f);
+        float v = logits[e] + (p.logit_bias != nullptr ? p.logit_bias[e] : 0.0f);
+        if (p.token_bias != nullptr) v = __fadd_rn(v, p.token_bias[t * p.num_experts + e]);
         if (j > 0 && !Before(prev_v, prev_id, v, e)) continue;  // already chosen
         if (best_id < 0 || Before(v, e, best_v, best_id)) {
           best_v = v;

@@ -20,6 +20,10 @@ struct RouterTopKParams {
   int64_t num_tokens = 0;
   int64_t num_experts = 0;
   int64_t top_k = 2;
+  // Optional [num_tokens, num_experts] fp32, added after logit_bias (per-request skew). Rows of
+  // tokens without skew hold +0.0f: x + 0.0f == x for every x but -0.0f (which becomes +0.0f,
+  // equal under every comparison and exp), so their routing is bitwise what it is without it.
+  const float* token_bias = nullptr;
 };
 
 absl::Status Validate(const RouterTopKParams& p);

@@ -67,7 +67,8 @@ absl::StatusOr<const int32_t*> Upload(kernels::Backend& backend, EpHostState& ho
 absl::Status Run(kernels::Backend& backend, const MoeLayerShape& shape,
                  const MoeLayerWeights& weights, int64_t layer, const ExpertParallelContext& ep,
                  const void* x, int64_t num_tokens, void* out, const float* logit_bias,
-                 EpLayerTrace* trace, EpHostState& host, bool* local_error) {
+                 EpLayerTrace* trace, const float* token_bias, EpHostState& host,
+                 bool* local_error) {
   Communicator& comm = *ep.comm;
   const ExpertPlacement& placement = *ep.placement;
   const int rank = comm.rank(), world = comm.world_size();
@@ -100,7 +101,7 @@ absl::Status Run(kernels::Backend& backend, const MoeLayerShape& shape,
                         Scratch(backend, host, sizeof(float) * num_tokens * top_k));
   MOESERVE_RETURN_IF_ERROR(local(EnqueueRouter(
       backend, shape, weights.gate, x, num_tokens, logit_bias, static_cast<float*>(logits),
-      static_cast<int32_t*>(ids_dev), static_cast<float*>(weights_dev))));
+      static_cast<int32_t*>(ids_dev), static_cast<float*>(weights_dev), token_bias)));
   host.expert_ids.resize(static_cast<size_t>(num_tokens * top_k));
   MOESERVE_RETURN_IF_ERROR(local(backend.CopyToHost(host.expert_ids.data(), ids_dev,
                                                     sizeof(int32_t) * host.expert_ids.size())));
@@ -204,14 +205,14 @@ absl::Status RunExpertParallelMoeLayer(kernels::Backend& backend, const MoeLayer
                                        const MoeLayerWeights& weights, int64_t layer,
                                        const ExpertParallelContext& ep, const void* x,
                                        int64_t num_tokens, void* out, const float* logit_bias,
-                                       EpLayerTrace* trace) {
+                                       EpLayerTrace* trace, const float* token_bias) {
   if (ep.comm == nullptr || ep.placement == nullptr) {
     return absl::InvalidArgumentError("expert-parallel MoE layer: no communicator or placement");
   }
   bool local_error = false;
   EpHostState host;
   absl::Status st = Run(backend, shape, weights, layer, ep, x, num_tokens, out, logit_bias, trace,
-                        host, &local_error);
+                        token_bias, host, &local_error);
   // Device work may still read host's arrays and scratch buffers: finish it before they go.
   absl::Status synced = backend.Synchronize();
   if (st.ok() && !synced.ok()) {

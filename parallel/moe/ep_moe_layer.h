@@ -49,10 +49,11 @@ struct ExpertParallelContext {
 // num_experts entries; only those `placement` assigns to this rank need data, and
 // weights.tables must be built from them (BuildExpertTables). logit_bias: optional backend
 // memory [num_experts] fp32. trace (optional) receives the call's load and traffic.
+// token_bias: optional backend [num_tokens, num_experts] fp32 for this rank's tokens.
 absl::Status RunExpertParallelMoeLayer(kernels::Backend& backend, const MoeLayerShape& shape,
                                        const MoeLayerWeights& weights, int64_t layer,
                                        const ExpertParallelContext& ep, const void* x,
                                        int64_t num_tokens, void* out, const float* logit_bias,
-                                       EpLayerTrace* trace);
+                                       EpLayerTrace* trace, const float* token_bias = nullptr);
 
 }  // namespace moeserve::parallel

@@ -9,7 +9,11 @@
 //
 // Imbalance is max/mean: 1.0 is perfectly even; for top-2 of 8 experts the worst expert ratio is
 // 4 (every token picks the same expert) and the worst rank ratio is world_size. A layer or group
-// with no load at all reports 1.0.
+// with no load at all reports 1.0. The coefficient of variation (population standard deviation /
+// mean; 0 is even, 0 for no load) complements it: max/mean sees only the hottest expert.
+//
+// Windows: "last step" is the latest BeginStep..now; "window" is the last W steps, the latest
+// included (W = window_steps, default kDefaultWindowSteps); "total" is since start or Reset.
 //
 // Units: "rows" are (token, expert choice) pairs: a token routed to two experts is two rows.
 // Traffic counts only rows that cross to another rank (rows a rank routes to its own experts
@@ -17,6 +21,8 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -34,15 +40,23 @@ struct EpLayerTrace {
   double all_to_all_seconds = 0;             // wall time in the layer's collectives
 };
 
+inline constexpr int64_t kDefaultWindowSteps = 64;
+
 struct EpRankStats {
   int rank = 0;
   int world_size = 1;
-  int64_t steps = 0;        // BeginStep calls (model Forward calls)
-  int64_t layer_calls = 0;  // MoE layer calls recorded
+  int64_t window_steps = kDefaultWindowSteps;  // W of the *_window counters
+  int64_t steps = 0;                           // BeginStep calls (model Forward calls)
+  int64_t layer_calls = 0;                     // MoE layer calls recorded
   // [num_layers][num_experts]: rows routed by this rank's tokens, in the latest step and since
   // start; and rows computed by this rank's experts (zero for experts it does not hold).
   std::vector<std::vector<int64_t>> routed_last_step, routed_total;
   std::vector<std::vector<int64_t>> computed_last_step, computed_total;
+  // The same over the last window_steps steps (fewer right after start or Reset).
+  std::vector<std::vector<int64_t>> routed_window, computed_window;
+  // [world_size]: dispatch rows this rank's tokens sent to each rank, this rank included (rows
+  // computed locally), in the latest step and since start.
+  std::vector<int64_t> rows_sent_to_last_step, rows_sent_to_total;
   // Traffic since start, all layers. Dispatch carries token states out and in; combine carries
   // expert outputs back (this rank sends results for rows it received).
   int64_t tokens_sent = 0;      // dispatch rows sent to other ranks
@@ -51,7 +65,8 @@ struct EpRankStats {
   int64_t dispatch_bytes_sent = 0, dispatch_bytes_received = 0;
   int64_t combine_bytes_sent = 0, combine_bytes_received = 0;
   std::vector<int64_t> bytes_sent_to;  // [world_size]: dispatch + combine bytes to each rank
-  double all_to_all_seconds = 0;       // wall time in AllToAll/AllToAllV (includes waiting)
+  std::vector<int64_t> bytes_sent_to_last_step;  // [world_size]: the same, latest step
+  double all_to_all_seconds = 0;  // wall time in AllToAll/AllToAllV (includes waiting)
 
   int64_t bytes_sent() const { return dispatch_bytes_sent + combine_bytes_sent; }
   int64_t bytes_received() const { return dispatch_bytes_received + combine_bytes_received; }
@@ -59,7 +74,9 @@ struct EpRankStats {
 
 class EpStatsRecorder {
  public:
-  EpStatsRecorder(int rank, int world_size, int64_t num_layers, int64_t num_experts);
+  // window_steps >= 1 (values below are taken as 1).
+  EpStatsRecorder(int rank, int world_size, int64_t num_layers, int64_t num_experts,
+                  int64_t window_steps = kDefaultWindowSteps);
 
   // Starts a step: the *_last_step counters are reset. Called by the rank's worker.
   void BeginStep();
@@ -71,9 +88,21 @@ class EpStatsRecorder {
   EpRankStats Snapshot() const;
 
  private:
+  using Grid = std::vector<std::vector<int64_t>>;
   mutable absl::Mutex mu_;
   EpRankStats stats_ ABSL_GUARDED_BY(mu_);
+  // The completed steps before the latest one that are still in the window (at most W - 1),
+  // oldest first, and their sums: window = history sums + the latest step.
+  std::deque<std::pair<Grid, Grid>> history_ ABSL_GUARDED_BY(mu_);  // (routed, computed)
+  Grid routed_history_sum_ ABSL_GUARDED_BY(mu_), computed_history_sum_ ABSL_GUARDED_BY(mu_);
 };
+
+// How uneven a load vector is.
+struct LoadSpread {
+  double max_over_mean = 1.0;  // 1.0 when empty or all zero
+  double cv = 0.0;             // population std / mean; 0.0 when empty or all zero
+};
+LoadSpread SpreadOf(absl::Span<const int64_t> load);
 
 struct EpStats {
   int world_size = 1;
@@ -87,6 +116,20 @@ struct EpStats {
   double expert_imbalance_last_step = 1.0, expert_imbalance_total = 1.0;
   // max/mean over ranks of rows computed.
   double rank_imbalance_last_step = 1.0, rank_imbalance_total = 1.0;
+
+  // Per layer, over the last step and the window (W = window_steps):
+  int64_t window_steps = kDefaultWindowSteps;
+  std::vector<std::vector<int64_t>> expert_tokens_window;  // [num_layers][num_experts]
+  // [num_layers][world_size]: expert rows each rank computed in the layer.
+  std::vector<std::vector<int64_t>> rank_rows_per_layer_last_step, rank_rows_per_layer_window;
+  // [num_layers]: spread of expert_tokens_* and rank_rows_per_layer_* of each layer.
+  std::vector<LoadSpread> expert_spread_last_step, expert_spread_window;
+  std::vector<LoadSpread> rank_spread_last_step, rank_spread_window;
+  // [world_size][world_size], source rank -> destination rank. Rows: dispatch rows (the
+  // diagonal: rows computed by the source itself, which cross no link). Bytes: dispatch rows
+  // src -> dst plus the combine rows returning from src to dst; 0 on the diagonal.
+  std::vector<std::vector<int64_t>> link_rows_last_step, link_rows_total;
+  std::vector<std::vector<int64_t>> link_bytes_last_step, link_bytes_total;
 };
 
 // REQUIRES: ranks non-empty, all of the same shape.

@@ -119,7 +119,7 @@ absl::Status MoeWorkspace::Reserve(kernels::Backend& backend, const MoeLayerShap
 absl::Status RunMoeLayer(kernels::Backend& backend, const MoeLayerShape& shape,
                          const MoeLayerWeights& weights, MoeWorkspace& workspace, const void* x,
                          int64_t num_tokens, void* out, const float* logit_bias,
-                         int64_t* expert_counts) {
+                         int64_t* expert_counts, const float* token_bias) {
   if (num_tokens == 0) return absl::OkStatus();
   if (!weights.tables.all_experts) {
     return absl::FailedPreconditionError(
@@ -129,7 +129,7 @@ absl::Status RunMoeLayer(kernels::Backend& backend, const MoeLayerShape& shape,
   MoeWorkspace& ws = workspace;
   const int64_t rows = num_tokens * shape.top_k;
   MOESERVE_RETURN_IF_ERROR(EnqueueRouter(backend, shape, weights.gate, x, num_tokens, logit_bias,
-                                         ws.logits, ws.expert_ids, ws.weights));
+                                         ws.logits, ws.expert_ids, ws.weights, token_bias));
   const kernels::MoeAlignParams ap{ws.expert_ids,   ws.expert_offsets, ws.permuted_token,
                                    ws.combine_rows, expert_counts,     num_tokens,
                                    shape.top_k,     shape.num_experts};

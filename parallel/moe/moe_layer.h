@@ -92,10 +92,11 @@ class MoeWorkspace {
 // Runs the block: x and out are backend memory [num_tokens, hidden] of activation_dtype(), out
 // must not alias x. logit_bias: optional backend [num_experts] fp32. expert_counts: optional
 // backend [num_experts] int64, += rows routed to each expert (read back whenever the caller
-// likes). Needs weights.tables with every expert; grows `workspace` if needed. Enqueues only.
+// likes). token_bias: optional backend [num_tokens, num_experts] fp32 (per-request skew).
+// Needs weights.tables with every expert; grows `workspace` if needed. Enqueues only.
 absl::Status RunMoeLayer(kernels::Backend& backend, const MoeLayerShape& shape,
                          const MoeLayerWeights& weights, MoeWorkspace& workspace, const void* x,
                          int64_t num_tokens, void* out, const float* logit_bias,
-                         int64_t* expert_counts);
+                         int64_t* expert_counts, const float* token_bias = nullptr);
 
 }  // namespace moeserve::parallel

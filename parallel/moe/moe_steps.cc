@@ -7,7 +7,7 @@ namespace moeserve::parallel {
 absl::Status EnqueueRouter(kernels::Backend& backend, const MoeLayerShape& shape,
                            const kernels::TensorView& gate, const void* x, int64_t num_tokens,
                            const float* logit_bias, float* logits, int32_t* expert_ids,
-                           float* weights) {
+                           float* weights, const float* token_bias) {
   if (num_tokens == 0) return absl::OkStatus();
   // Router logits in fp32 whatever the activation dtype: the top-k must not flip on rounding.
   kernels::MatmulParams mp =
@@ -22,6 +22,7 @@ absl::Status EnqueueRouter(kernels::Backend& backend, const MoeLayerShape& shape
   rp.num_tokens = num_tokens;
   rp.num_experts = shape.num_experts;
   rp.top_k = shape.top_k;
+  rp.token_bias = token_bias;
   MOESERVE_RETURN_IF_ERROR(kernels::Validate(rp));
   backend.Matmul(mp);
   backend.RouterTopK(rp);

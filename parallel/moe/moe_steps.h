@@ -23,11 +23,12 @@
 
 namespace moeserve::parallel {
 
-// logit_bias: optional [E] fp32. num_tokens may be 0 (nothing enqueued).
+// logit_bias: optional [E] fp32; token_bias: optional [T, E] fp32 (per-request skew).
+// num_tokens may be 0 (nothing enqueued).
 absl::Status EnqueueRouter(kernels::Backend& backend, const MoeLayerShape& shape,
                            const kernels::TensorView& gate, const void* x, int64_t num_tokens,
                            const float* logit_bias, float* logits, int32_t* expert_ids,
-                           float* weights);
+                           float* weights, const float* token_bias = nullptr);
 
 absl::Status EnqueueGather(kernels::Backend& backend, const void* src, int64_t num_src_rows,
                            const int32_t* rows, int64_t num_rows, int64_t hidden, void* dst);

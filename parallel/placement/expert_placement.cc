@@ -62,11 +62,20 @@ absl::StatusOr<ExpertPlacement> ExpertPlacement::Contiguous(int64_t num_layers, 
     for (int64_t e = 0; e < num_experts; ++e) {
       for (int64_t c = 0; c < copies; ++c) layer[e].push_back(static_cast<int>(e * copies + c));
     }
+  } else if (ep_size < num_experts) {
+    // Uneven contiguous split: the first num_experts % ep_size ranks hold one expert more
+    // (8 over 3: 3, 3, 2). The caller logs it (IsUnevenSplit): those ranks carry more load.
+    const int64_t base = num_experts / ep_size, extra = num_experts % ep_size;
+    int64_t e = 0;
+    for (int r = 0; r < ep_size; ++r) {
+      const int64_t held = base + (r < extra ? 1 : 0);
+      for (int64_t i = 0; i < held; ++i) layer[e++] = {r};
+    }
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        "num_local_experts=", num_experts, " is not divisible by --ep-size ", ep_size,
-        " (nor the reverse); give an expert placement file that places the experts explicitly, "
-        "replicating some of them"));
+        "--ep-size ", ep_size, " is more than num_local_experts=", num_experts,
+        " and not a multiple of it; give an expert placement file that places the experts "
+        "explicitly, replicating some of them"));
   }
   return FromTable(
       ep_size, std::vector<std::vector<std::vector<int>>>(static_cast<size_t>(num_layers), layer));
@@ -91,6 +100,13 @@ std::vector<std::pair<int64_t, int64_t>> ExpertPlacement::ExpertsOf(int rank) co
     for (int64_t e : LocalExperts(rank, l)) out.emplace_back(l, e);
   }
   return out;
+}
+
+bool ExpertPlacement::IsUnevenSplit() const {
+  for (int r = 1; r < world_size_; ++r) {
+    if (ExpertsOf(r).size() != ExpertsOf(0).size()) return true;
+  }
+  return false;
 }
 
 std::string ExpertPlacement::Summary() const {

@@ -37,7 +37,10 @@ class ExpertPlacement {
   // The --ep-size split. num_experts divisible by ep_size: rank r holds experts
   // [r * n, (r + 1) * n) of every layer, n = num_experts / ep_size. More ranks than experts with
   // ep_size divisible by num_experts: expert e is replicated on ranks [e * m, (e + 1) * m),
-  // m = ep_size / num_experts. Otherwise InvalidArgument naming both numbers.
+  // m = ep_size / num_experts. Fewer ranks than experts, not dividing them: an uneven contiguous
+  // split, the first num_experts % ep_size ranks holding one expert more (8 over 3: 3, 3, 2;
+  // IsUnevenSplit says so, for the start-up log). More ranks than experts and not a multiple:
+  // InvalidArgument naming both numbers (use a placement file).
   static absl::StatusOr<ExpertPlacement> Contiguous(int64_t num_layers, int64_t num_experts,
                                                     int ep_size);
 
@@ -74,6 +77,9 @@ class ExpertPlacement {
     const int64_t n = static_cast<int64_t>(r.size());
     return r[static_cast<size_t>((source_rank % n + ordinal % n) % n)];
   }
+
+  // Whether the ranks hold different numbers of (layer, expert) pairs (an uneven split).
+  bool IsUnevenSplit() const;
 
   // Canonical JSON ("world_size", "experts" when all layers agree, else "layers"), readable by
   // FromJson; for start-up logs and ModelInfo.

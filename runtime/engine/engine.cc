@@ -124,6 +124,13 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest 
     }
   }
   MOESERVE_RETURN_IF_ERROR(request.sampling.Validate());
+  if (request.router_skew != nullptr) {
+    if (absl::Status st =
+            parallel::ValidateSkewProfile(*request.router_skew, m.config_.num_local_experts);
+        !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("router_skew: ", st.message()));
+    }
+  }
   MOESERVE_ASSIGN_OR_RETURN(const int64_t max_tokens,
                             request.sampling.ResolveMaxTokens(prompt_len, m.max_model_len_));
   request.sampling.max_tokens = max_tokens;

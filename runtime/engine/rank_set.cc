@@ -99,6 +99,12 @@ absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
           : parallel::ExpertPlacement::FromJsonFile(
                 options.placement_file, config.num_hidden_layers, config.num_local_experts, world);
   MOESERVE_RETURN_IF_ERROR(placement.status());
+  if (options.placement_file.empty() && placement->IsUnevenSplit()) {
+    spdlog::warn(
+        "--ep-size {} does not divide num_local_experts={}: uneven contiguous split ({}); "
+        "ranks holding more experts carry more load",
+        world, config.num_local_experts, placement->Summary());
+  }
   set.placement = std::make_shared<const parallel::ExpertPlacement>(*std::move(placement));
 
   // Expert parallelism runs over the in-process communicator, which moves rows with host

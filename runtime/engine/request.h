@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "parallel/moe/skew_profile.h"
 #include "runtime/sampling/sampler.h"
 
 namespace moeserve::runtime {
@@ -29,6 +30,9 @@ struct GenerationRequest {
   // True for a completion (the output continues the prompt's text, so the first word keeps its
   // leading space); false for a chat answer, decoded on its own like mistral-common does.
   bool text_continues_prompt = true;
+  // Load testing: router skew for this request's tokens only (the `router_skew` request field;
+  // null: the daemon's --router-skew default, usually none). Validated by Engine::Submit.
+  std::shared_ptr<const parallel::SkewProfile> router_skew;
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };

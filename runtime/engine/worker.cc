@@ -177,11 +177,12 @@ void Worker::RunStep() {
       seq_choice_[seq.id]->AddSampleRow(static_cast<int64_t>(batch.size()), &sampling_);
     }
     const auto begin = seq.tokens.begin() + seq.num_computed_tokens();
-    batch.push_back({std::vector<int32_t>(begin, begin + s.num_new_tokens), &seq.kv, false});
+    Active& a = active_[seq_request_[seq.id]];
+    batch.push_back({std::vector<int32_t>(begin, begin + s.num_new_tokens), &seq.kv, false,
+                     a.admitted.request.router_skew});
     const int64_t first = seq.num_computed_tokens();
     prompt_tokens +=
         std::max<int64_t>(0, std::min(first + s.num_new_tokens, seq.num_prompt_tokens) - first);
-    Active& a = active_[seq_request_[seq.id]];
     if (a.queued) {
       a.queued = false;
       counters_->queue_depth.fetch_sub(1, std::memory_order_relaxed);

@@ -53,6 +53,9 @@ absl::Status ValidateAndReserve(const ModelConfig& c, const std::vector<float>& 
       return absl::InvalidArgumentError(
           absl::StrCat("forward: sequence ", s, " has no kv state or no new tokens"));
     }
+    if (step.skew != nullptr) {
+      MOESERVE_RETURN_IF_ERROR(parallel::ValidateSkewProfile(*step.skew, c.num_local_experts));
+    }
     for (int32_t id : step.new_tokens) {
       if (id < 0 || id >= c.vocab_size) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -125,8 +128,8 @@ absl::Status MixtralModel::EnableExpertParallel(const parallel::ExpertParallelCo
     }
   }
   ep_ = ep;
-  stats_ = std::make_unique<parallel::EpStatsRecorder>(rank, world, config_.num_hidden_layers,
-                                                       config_.num_local_experts);
+  stats_ = std::make_unique<parallel::EpStatsRecorder>(
+      rank, world, config_.num_hidden_layers, config_.num_local_experts, stats_window_steps_);
   return absl::OkStatus();
 }
 
@@ -138,21 +141,81 @@ absl::Status MixtralModel::SetRouterSkew(const parallel::RouterSkew& skew) {
   return absl::OkStatus();
 }
 
+void MixtralModel::SetStatsWindowSteps(int64_t steps) {
+  stats_window_steps_ = std::max<int64_t>(1, steps);
+  const int rank = expert_parallel() ? ep_.comm->rank() : 0;
+  const int world = expert_parallel() ? ep_.comm->world_size() : 1;
+  stats_ = std::make_unique<parallel::EpStatsRecorder>(
+      rank, world, config_.num_hidden_layers, config_.num_local_experts, stats_window_steps_);
+}
+
+absl::Status MixtralModel::SetSkewProfile(std::optional<parallel::SkewProfile> profile) {
+  if (profile) {
+    MOESERVE_RETURN_IF_ERROR(parallel::ValidateSkewProfile(*profile, config_.num_local_experts));
+  }
+  skew_profile_ = std::move(profile);
+  return absl::OkStatus();
+}
+
+absl::Status MixtralModel::PrepareTokenBias(absl::Span<const SequenceStep> batch,
+                                            int64_t num_tokens) {
+  step_token_bias_ = nullptr;
+  bool any = false;
+  for (const SequenceStep& step : batch) any = any || step.skew != nullptr;
+  if (!any && !skew_profile_) return absl::OkStatus();  // the default: no bias passed at all
+  const int64_t layers = config_.num_hidden_layers, experts = config_.num_local_experts;
+  const size_t bytes = sizeof(float) * static_cast<size_t>(layers * num_tokens * experts);
+  kernels::Backend& be = *backend_;
+  if (token_bias_host_.bytes() < bytes) {
+    // Grows only; the previous step's upload finished at its Synchronize.
+    MOESERVE_ASSIGN_OR_RETURN(token_bias_host_, be.AllocateHost(bytes * 2));
+    MOESERVE_ASSIGN_OR_RETURN(token_bias_device_, be.Allocate(bytes * 2));
+  }
+  // [layers, T, experts]; unskewed tokens get +0.0f rows (exact, see kernels/ops/router.h).
+  float* host = token_bias_host_.as<float>();
+  std::fill(host, host + layers * num_tokens * experts, 0.0f);
+  int64_t t0 = 0;
+  for (const SequenceStep& step : batch) {
+    const int64_t n = static_cast<int64_t>(step.new_tokens.size());
+    const parallel::SkewProfile* p = step.skew       ? step.skew.get()
+                                     : skew_profile_ ? &*skew_profile_
+                                                     : nullptr;
+    for (int64_t l = 0; p != nullptr && l < layers; ++l) {
+      float* rows = host + (l * num_tokens + t0) * experts;
+      for (int64_t i = 0; i < n; ++i) {
+        if (i == 0 || p->position_dependent()) {
+          p->BiasFor(l, step.kv->num_tokens + i, absl::MakeSpan(rows + i * experts, experts));
+        } else {
+          std::copy(rows, rows + experts, rows + i * experts);
+        }
+      }
+    }
+    t0 += n;
+  }
+  MOESERVE_RETURN_IF_ERROR(be.CopyToDeviceAsync(token_bias_device_.data(), host, bytes));
+  step_token_bias_ = token_bias_device_.as<float>();
+  return absl::OkStatus();
+}
+
 absl::Status MixtralModel::MoeBlock(int64_t l, const void* h, int64_t num_tokens, void* out) {
   const ModelConfig& c = config_;
   const parallel::MoeLayerShape shape{c.hidden_size, c.intermediate_size, c.num_local_experts,
                                       c.num_experts_per_tok};
   const parallel::MoeLayerWeights& w = weights_.layers[l].moe;
   const float* bias = router_bias_.empty() ? nullptr : router_bias_device_.as<float>();
+  // [T, experts] rows of this layer, or null (no skew in this step, or an idle join).
+  const float* token_bias = step_token_bias_ != nullptr && num_tokens > 0
+                                ? step_token_bias_ + l * num_tokens * c.num_local_experts
+                                : nullptr;
   if (!expert_parallel()) {
     // Load statistics accumulate on the device; RecordDeviceExpertLoad reads them per step.
     int64_t* counts = expert_counts_.as<int64_t>() + l * c.num_local_experts;
     return parallel::RunMoeLayer(*backend_, shape, w, moe_workspace_, h, num_tokens, out, bias,
-                                 counts);
+                                 counts, token_bias);
   }
   parallel::EpLayerTrace trace;
-  MOESERVE_RETURN_IF_ERROR(parallel::RunExpertParallelMoeLayer(*backend_, shape, w, l, ep_, h,
-                                                               num_tokens, out, bias, &trace));
+  MOESERVE_RETURN_IF_ERROR(parallel::RunExpertParallelMoeLayer(
+      *backend_, shape, w, l, ep_, h, num_tokens, out, bias, &trace, token_bias));
   for (int64_t e = 0; e < c.num_local_experts; ++e) {
     expert_load_.tokens[l][e] += trace.routed_per_expert[e];
   }
@@ -250,6 +313,7 @@ absl::Status MixtralModel::ForwardImpl(absl::Span<SequenceStep> batch, KvBlockPo
                                        const StepSampling* sampling, StepOutput* out) {
   const ModelConfig& c = config_;
   stats_->BeginStep();
+  step_token_bias_ = nullptr;
   out->sampled.Clear();
   // Device state first: with expert parallelism even a failed step serves the peers' rows.
   absl::Status ready = PrepareDevice();
@@ -535,6 +599,7 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   if (!keep_logits) out->row_offsets.clear();
   MOESERVE_RETURN_IF_ERROR(
       be.CopyToDeviceAsync(B.device_index.data(), B.host_index.data(), upload_bytes));
+  MOESERVE_RETURN_IF_ERROR(PrepareTokenBias(batch, T));
 
   // The index arrays are the same for every layer: check their host copies once.
   StepPlan plan;

@@ -31,6 +31,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -39,6 +40,7 @@
 #include "parallel/moe/ep_moe_layer.h"
 #include "parallel/moe/ep_stats.h"
 #include "parallel/moe/router_skew.h"
+#include "parallel/moe/skew_profile.h"
 #include "runtime/config/model_config.h"
 #include "runtime/kv/kv_block_pool.h"
 #include "runtime/model/decode_graphs.h"
@@ -52,6 +54,9 @@ struct SequenceStep {
   std::vector<int32_t> new_tokens;  // tokens to process now (prompt chunk or the last sample)
   SequenceKv* kv = nullptr;         // its cache; kv->num_tokens positions are already cached
   bool all_logits = false;          // logits for every new token, else only for the last one
+  // Router skew for this sequence's tokens (per-request `router_skew`); null: the model's
+  // default profile (SetSkewProfile), or no bias at all when it has none.
+  std::shared_ptr<const parallel::SkewProfile> skew;
 };
 
 struct StepOutput {
@@ -122,6 +127,10 @@ class MixtralModel {
   // Skew injection: `skew.bias` added to the chosen experts' logits in every layer (off when
   // !skew.enabled()). With expert parallelism, set the same skew on every rank.
   absl::Status SetRouterSkew(const parallel::RouterSkew& skew);
+  // Default skew profile for sequences without their own (--router-skew); nullopt: none. With no
+  // profile in a step, the router gets no per-token bias and outputs are unchanged bit for bit.
+  // InvalidArgument when the profile does not fit the model. Same on every rank.
+  absl::Status SetSkewProfile(std::optional<parallel::SkewProfile> profile);
   const ExpertLoad& expert_load() const { return expert_load_; }
   // Decode steps padded to batch-size buckets and replayed as CUDA graphs (decode_graphs.h);
   // off by default. On a backend without graphs the padded steps run eagerly (CPU tests).
@@ -131,6 +140,9 @@ class MixtralModel {
   // This rank's expert-load and all-to-all counters (world size 1 without expert parallelism);
   // combine the ranks' snapshots with parallel::AggregateEpStats. Any thread.
   parallel::EpRankStats ep_stats() const { return stats_->Snapshot(); }
+  // Steps in the statistics' sliding window (>= 1; default parallel::kDefaultWindowSteps).
+  // Resets the statistics; call before serving, from the thread that drives the model.
+  void SetStatsWindowSteps(int64_t steps);
 
  private:
   ModelConfig config_;
@@ -160,8 +172,15 @@ class MixtralModel {
   // to run, or whose step failed before the first layer).
   absl::Status JoinLayersIdle();
 
+  // Fills and uploads the step's per-token router bias [layers, T, experts] when a sequence of
+  // the batch has a skew profile; step_token_bias_ stays null otherwise.
+  absl::Status PrepareTokenBias(absl::Span<const SequenceStep> batch, int64_t num_tokens);
+
   std::vector<float> router_bias_;
   bool router_bias_dirty_ = true;
+  std::optional<parallel::SkewProfile> skew_profile_;
+  kernels::DeviceBuffer token_bias_host_, token_bias_device_;  // [layers, T, experts] fp32
+  const float* step_token_bias_ = nullptr;                     // this step's device bias, or null
   ExpertLoad expert_load_;
   // Device state, built by PrepareDevice and reused by every step.
   bool device_ready_ = false;
@@ -178,6 +197,7 @@ class MixtralModel {
   DecodeGraphCache graphs_;
   parallel::ExpertParallelContext ep_;  // comm == nullptr: world size 1, local experts
   std::unique_ptr<parallel::EpStatsRecorder> stats_;
+  int64_t stats_window_steps_ = parallel::kDefaultWindowSteps;
 };
 
 }  // namespace moeserve::runtime

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 #include <utility>
 
@@ -120,6 +121,17 @@ absl::StatusOr<runtime::GenerationRequest> BuildGenerationRequest(const ApiReque
     return InvalidParam(LeadingField(message), message);
   }
   MOESERVE_RETURN_IF_ERROR(CheckTokenIds(r.stop_token_ids, tok, "stop_token_ids"));
+  if (r.router_skew && !r.router_skew->empty()) {
+    absl::StatusOr<parallel::SkewProfile> skew = parallel::ParseSkewProfile(*r.router_skew);
+    absl::Status valid = skew.status();
+    if (valid.ok() && limits.num_experts > 0) {
+      valid = parallel::ValidateSkewProfile(*skew, limits.num_experts);
+    }
+    if (!valid.ok()) {
+      return InvalidParam("router_skew", absl::StrCat("router_skew: ", valid.message()));
+    }
+    out.router_skew = std::make_shared<const parallel::SkewProfile>(*std::move(skew));
+  }
 
   MOESERVE_ASSIGN_OR_RETURN(out.prompt, EncodePrompt(r, tok));
   const int64_t prompt_len = static_cast<int64_t>(out.prompt.size());

@@ -44,6 +44,9 @@ struct ApiRequest {
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
+  // Load testing (extension, like vLLM's extra fields): a skew profile for this request's tokens
+  // (parallel/moe/skew_profile.h syntax, e.g. "zipf:1.2"; docs/serving.md).
+  std::optional<std::string> router_skew;
   std::string request_id;
 };
 
@@ -52,6 +55,7 @@ struct ApiRequest {
 struct ApiLimits {
   std::string served_model_name;
   int64_t max_model_len = 0;
+  int64_t num_experts = 0;  // for router_skew's expert range; 0: left to Engine::Submit
 };
 
 // InvalidArgument naming `param`; the name travels as a status payload so the HTTP error body

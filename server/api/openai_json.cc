@@ -287,6 +287,7 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(std::string_view body, RequestK
     MOESERVE_ASSIGN_OR_RETURN(r.stop_token_ids, ReadIdList(*it, "stop_token_ids"));
   }
   MOESERVE_RETURN_IF_ERROR(ReadBool(j, "ignore_eos", &r.ignore_eos));
+  MOESERVE_RETURN_IF_ERROR(ReadString(j, "router_skew", &r.router_skew));
   MOESERVE_RETURN_IF_ERROR(ReadBool(j, "stream", &out.stream));
   if (auto it = j.find("stream_options"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) return WrongType("stream_options", "an object", *it);

@@ -18,7 +18,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "parallel/moe/router_skew.h"
+#include "parallel/moe/ep_stats.h"
+#include "parallel/moe/skew_profile.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/rank_set.h"
 #include "server/api/serving_context.h"
@@ -47,6 +48,7 @@ struct ServeFlags {
   int ep_size = 1;
   std::string placement_file;
   std::string router_skew;
+  int64_t stats_window_steps = parallel::kDefaultWindowSteps;
 };
 
 std::string DefaultServedName(const ModelOptions& m) {
@@ -82,7 +84,8 @@ std::string DescribeConfig(const ServeFlags& f, const std::string& served_name, 
     << "drain_timeout_s = " << f.drain_timeout_s << "\n"
     << "ep_size = " << f.ep_size << "\n"
     << "placement = " << (f.placement_file.empty() ? "(contiguous)" : f.placement_file) << "\n"
-    << "router_skew = " << (f.router_skew.empty() ? "(off)" : f.router_skew) << "\n";
+    << "router_skew = " << (f.router_skew.empty() ? "(off)" : f.router_skew) << "\n"
+    << "stats_window_steps = " << f.stats_window_steps << "\n";
   return s.str();
 }
 
@@ -133,9 +136,9 @@ int RunServe(ServeFlags f) {
     std::cerr << "error: " << tokenizer.status().message() << "\n";
     return 1;
   }
-  std::optional<parallel::RouterSkew> skew;
+  std::optional<parallel::SkewProfile> skew;
   if (!f.router_skew.empty()) {
-    absl::StatusOr<parallel::RouterSkew> parsed = parallel::ParseRouterSkew(f.router_skew);
+    absl::StatusOr<parallel::SkewProfile> parsed = parallel::ParseSkewProfile(f.router_skew);
     if (!parsed.ok()) {
       std::cerr << "error: --router-skew: " << parsed.status().message() << "\n";
       return 2;
@@ -166,10 +169,13 @@ int RunServe(ServeFlags f) {
     std::cerr << "error: " << rank_set.status().message() << "\n";
     return 1;
   }
+  for (runtime::RankModel& r : rank_set->ranks) {
+    r.model->SetStatsWindowSteps(f.stats_window_steps);
+  }
   if (skew) {
     // Load-test skew: the same bias on every rank (the router is replicated).
     for (runtime::RankModel& r : rank_set->ranks) {
-      if (absl::Status st = r.model->SetRouterSkew(*skew); !st.ok()) {
+      if (absl::Status st = r.model->SetSkewProfile(*skew); !st.ok()) {
         std::cerr << "error: --router-skew: " << st.message() << "\n";
         return 2;
       }
@@ -194,6 +200,7 @@ int RunServe(ServeFlags f) {
   ctx.limits.served_model_name =
       f.served_model_name.empty() ? DefaultServedName(f.model) : f.served_model_name;
   ctx.limits.max_model_len = (*engine)->max_model_len();
+  ctx.limits.num_experts = (*engine)->model_config().num_local_experts;
 
   HttpFrontEnd http(&ctx, {.host = f.host,
                            .port = f.port,
@@ -339,11 +346,19 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "JSON expert placement (which ranks hold which experts, replicas allowed; see "
                   "docs/expert-parallelism.md); default: contiguous split by --ep-size")
       ->envname("MOESERVE_PLACEMENT");
-  cmd->add_option("--router-skew", f.router_skew,
-                  "Load testing only, off by default: add a bias to chosen experts' router logits "
-                  "in every layer, \"EXPERTS:BIAS\" e.g. \"0,5:2.5\" (shifts routing, and so "
-                  "the output)")
+  cmd->add_option(
+         "--router-skew", f.router_skew,
+         "Load testing only, off by default: a router-logit bias for every request without "
+         "its own router_skew: \"EXPERTS:BIAS\" e.g. \"0,5:2.5\", hot:K[:BIAS], zipf:S, "
+         "per-layer-hot:K[:BIAS[:SEED]], drift:K:PERIOD[:BIAS] (docs/imbalance-lab.md; "
+         "shifts routing, and so the output)")
       ->envname("MOESERVE_ROUTER_SKEW");
+  cmd->add_option("--stats-window-steps", f.stats_window_steps,
+                  "Steps in the sliding window of the per-layer imbalance statistics "
+                  "(/metrics span=\"window\", GetStats; docs/imbalance-lab.md)")
+      ->envname("MOESERVE_STATS_WINDOW_STEPS")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
   cmd->callback([flags, exit_code]() { *exit_code = RunServe(*flags); });
 }
 

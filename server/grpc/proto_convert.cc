@@ -12,6 +12,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 api::ApiRequest ToApiRequest(const v1::GenerateRequest& request) {
   api::ApiRequest r;
   r.request_id = request.request_id();
+  if (request.has_router_skew()) r.router_skew = request.router_skew();
   if (!request.model().empty()) r.model = request.model();
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText:
@@ -129,6 +130,30 @@ void ToStatsResponse(const runtime::EngineStats& s, v1::GetStatsResponse* out) {
     l->mutable_tokens()->Add(ep.expert_tokens_last_step[layer].begin(),
                              ep.expert_tokens_last_step[layer].end());
   }
+  eps->set_window_steps(ep.window_steps);
+  auto spread = [](const parallel::LoadSpread& from, v1::LoadSpread* to) {
+    to->set_max_over_mean(from.max_over_mean);
+    to->set_cv(from.cv);
+  };
+  auto add = [](const std::vector<int64_t>& from, google::protobuf::RepeatedField<int64_t>* to) {
+    to->Add(from.begin(), from.end());
+  };
+  for (size_t layer = 0; layer < ep.expert_tokens_window.size(); ++layer) {
+    v1::LayerLoad* l = eps->add_layers();
+    l->set_layer(static_cast<int32_t>(layer));
+    add(ep.expert_tokens_last_step[layer], l->mutable_expert_tokens_last_step());
+    add(ep.expert_tokens_window[layer], l->mutable_expert_tokens_window());
+    add(ep.rank_rows_per_layer_last_step[layer], l->mutable_rank_rows_last_step());
+    add(ep.rank_rows_per_layer_window[layer], l->mutable_rank_rows_window());
+    spread(ep.expert_spread_last_step[layer], l->mutable_expert_spread_last_step());
+    spread(ep.expert_spread_window[layer], l->mutable_expert_spread_window());
+    spread(ep.rank_spread_last_step[layer], l->mutable_rank_spread_last_step());
+    spread(ep.rank_spread_window[layer], l->mutable_rank_spread_window());
+  }
+  for (const auto& row : ep.link_rows_total) add(row, eps->mutable_link_rows_total());
+  for (const auto& row : ep.link_bytes_total) add(row, eps->mutable_link_bytes_total());
+  for (const auto& row : ep.link_rows_last_step) add(row, eps->mutable_link_rows_last_step());
+  for (const auto& row : ep.link_bytes_last_step) add(row, eps->mutable_link_bytes_last_step());
 }
 
 }  // namespace moeserve::server

@@ -39,6 +39,85 @@ std::string Escape(const std::string& v) {
   return out;
 }
 
+// The imbalance lab's families (docs/imbalance-lab.md lists them with their label bounds):
+// per (layer, expert), per (layer, rank), per layer and per (src, dst) link, over the last step
+// ("last_step") and the sliding window ("window").
+void RenderImbalanceLab(const parallel::EpStats& ep, std::string* out) {
+  Scalar("moeserve_imbalance_window_steps", "gauge",
+         "Steps in the sliding window of the *_window imbalance series.",
+         static_cast<double>(ep.window_steps), out);
+  using Grid = std::vector<std::vector<int64_t>>;
+  const std::pair<const char*, const Grid*> expert_grids[] = {
+      {"last_step", &ep.expert_tokens_last_step}, {"window", &ep.expert_tokens_window}};
+  Header("moeserve_layer_expert_tokens", "gauge",
+         "Rows routed to each expert of each layer, over the last step or the window.", out);
+  for (const auto& [span, grid] : expert_grids) {
+    for (size_t l = 0; l < grid->size(); ++l) {
+      for (size_t e = 0; e < (*grid)[l].size(); ++e) {
+        absl::StrAppend(out, "moeserve_layer_expert_tokens{layer=\"", l, "\",expert=\"", e,
+                        "\",span=\"", span, "\"} ", (*grid)[l][e], "\n");
+      }
+    }
+  }
+  const std::pair<const char*, const Grid*> rank_grids[] = {
+      {"last_step", &ep.rank_rows_per_layer_last_step}, {"window", &ep.rank_rows_per_layer_window}};
+  Header("moeserve_layer_rank_rows", "gauge",
+         "Expert rows each rank computed in each layer, over the last step or the window.", out);
+  for (const auto& [span, grid] : rank_grids) {
+    for (size_t l = 0; l < grid->size(); ++l) {
+      for (size_t r = 0; r < (*grid)[l].size(); ++r) {
+        absl::StrAppend(out, "moeserve_layer_rank_rows{layer=\"", l, "\",rank=\"", r, "\",span=\"",
+                        span, "\"} ", (*grid)[l][r], "\n");
+      }
+    }
+  }
+  using Spreads = std::vector<parallel::LoadSpread>;
+  struct SpreadFamily {
+    const char* name;
+    const char* help;
+    const Spreads* last_step;
+    const Spreads* window;
+    bool cv;
+  };
+  const SpreadFamily spreads[] = {
+      {"moeserve_layer_expert_imbalance_ratio", "Max / mean rows per expert of each layer.",
+       &ep.expert_spread_last_step, &ep.expert_spread_window, false},
+      {"moeserve_layer_expert_cv", "Coefficient of variation of rows per expert of each layer.",
+       &ep.expert_spread_last_step, &ep.expert_spread_window, true},
+      {"moeserve_layer_rank_imbalance_ratio", "Max / mean expert rows per rank of each layer.",
+       &ep.rank_spread_last_step, &ep.rank_spread_window, false},
+      {"moeserve_layer_rank_cv", "Coefficient of variation of expert rows per rank of each layer.",
+       &ep.rank_spread_last_step, &ep.rank_spread_window, true},
+  };
+  for (const SpreadFamily& f : spreads) {
+    Header(f.name, "gauge", f.help, out);
+    for (const auto& [span, series] :
+         {std::pair{"last_step", f.last_step}, std::pair{"window", f.window}}) {
+      for (size_t l = 0; l < series->size(); ++l) {
+        const parallel::LoadSpread& s = (*series)[l];
+        absl::StrAppend(out, f.name, "{layer=\"", l, "\",span=\"", span, "\"} ",
+                        f.cv ? s.cv : s.max_over_mean, "\n");
+      }
+    }
+  }
+  const std::pair<const char*, const Grid*> links[] = {
+      {"moeserve_ep_link_rows_total", &ep.link_rows_total},
+      {"moeserve_ep_link_bytes_total", &ep.link_bytes_total}};
+  for (const auto& [name, grid] : links) {
+    Header(name, "counter",
+           std::string(name) == "moeserve_ep_link_rows_total"
+               ? "Dispatch rows from rank src to rank dst (src == dst: computed locally)."
+               : "Dispatch + combine bytes from rank src to rank dst.",
+           out);
+    for (size_t src = 0; src < grid->size(); ++src) {
+      for (size_t dst = 0; dst < (*grid)[src].size(); ++dst) {
+        absl::StrAppend(out, name, "{src=\"", src, "\",dst=\"", dst, "\"} ", (*grid)[src][dst],
+                        "\n");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 Histogram::Histogram(std::vector<double> bounds)
@@ -169,6 +248,7 @@ std::string ServerMetrics::Render(const runtime::EngineStats& s) const {
       absl::StrAppend(&out, fam.name, "{rank=\"", r.rank, "\"} ", fam.value(r), "\n");
     }
   }
+  RenderImbalanceLab(ep, &out);
   return out;
 }
 

@@ -112,6 +112,9 @@ TEST_P(EpRandomModelTest, BitwiseIdenticalToWorldSizeOne) {
 std::vector<RandomCase> RandomCases() {
   std::vector<RandomCase> cases;
   for (int w : {1, 2, 4, 8}) cases.push_back({"world" + std::to_string(w), w});
+  // --ep-size not dividing the experts: the uneven contiguous split (3, 3, 2 and 2, 1 x 6).
+  cases.push_back({"world3_uneven_split", 3});
+  cases.push_back({"world7_uneven_split_skew", 7, "", {{0, 1}, 4.0f}});
   cases.push_back({"world8_hot_expert_on_every_rank",
                    8,
                    R"({"experts": [[0, 1, 2, 3, 4, 5, 6, 7], [1], [2], [3], [4], [5], [6], [7]]})",

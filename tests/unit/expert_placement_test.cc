@@ -2,6 +2,7 @@
 // validation messages a user sees, and the replica choice.
 #include "parallel/placement/expert_placement.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -46,12 +47,35 @@ TEST(ExpertPlacementTest, MoreRanksThanExpertsReplicatesEachExpert) {
   EXPECT_THAT(p->LocalExperts(5, 0), ElementsAre(2));
 }
 
-TEST(ExpertPlacementTest, IndivisibleEpSizeIsAClearError) {
+TEST(ExpertPlacementTest, IndivisibleEpSizeSplitsUnevenly) {
+  // 8 experts over 3 ranks: 3, 3, 2, contiguous, in every layer.
   auto p = ExpertPlacement::Contiguous(32, 8, 3);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->IsUnevenSplit());
+  EXPECT_THAT(p->LocalExperts(0, 0), ElementsAre(0, 1, 2));
+  EXPECT_THAT(p->LocalExperts(1, 5), ElementsAre(3, 4, 5));
+  EXPECT_THAT(p->LocalExperts(2, 31), ElementsAre(6, 7));
+  // Every expert count from 1 to 8 ranks: each expert on exactly one rank, sizes differ by <= 1.
+  for (int n = 1; n <= 8; ++n) {
+    auto q = ExpertPlacement::Contiguous(2, 8, n);
+    ASSERT_TRUE(q.ok()) << n;
+    size_t lo = 8, hi = 0;
+    for (int r = 0; r < n; ++r) {
+      lo = std::min(lo, q->LocalExperts(r, 0).size());
+      hi = std::max(hi, q->LocalExperts(r, 0).size());
+    }
+    EXPECT_LE(hi - lo, 1u) << n;
+    EXPECT_EQ(q->IsUnevenSplit(), 8 % n != 0) << n;
+    for (int64_t e = 0; e < 8; ++e) EXPECT_EQ(q->replicas(1, e).size(), 1u) << n;
+  }
+}
+
+TEST(ExpertPlacementTest, MoreRanksThanExpertsNotAMultipleIsAClearError) {
+  auto p = ExpertPlacement::Contiguous(32, 8, 12);
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(p.status().message()),
-              HasSubstr("num_local_experts=8 is not divisible by --ep-size 3"));
+              HasSubstr("--ep-size 12 is more than num_local_experts=8"));
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("placement file"));
   EXPECT_FALSE(ExpertPlacement::Contiguous(32, 8, 0).ok());
 }
