@@ -599,7 +599,9 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   if (!keep_logits) out->row_offsets.clear();
   MOESERVE_RETURN_IF_ERROR(
       be.CopyToDeviceAsync(B.device_index.data(), B.host_index.data(), upload_bytes));
-  MOESERVE_RETURN_IF_ERROR(PrepareTokenBias(batch, T));
+  // Laid out for the rows that run: a padded step's padding rows get zero bias rows, so their
+  // routing stays PaddingRouting's (the global bias only).
+  MOESERVE_RETURN_IF_ERROR(PrepareTokenBias(batch, run_tokens));
 
   // The index arrays are the same for every layer: check their host copies once.
   StepPlan plan;
@@ -767,7 +769,8 @@ absl::Status MixtralModel::RunDecodeBucket(int64_t bucket, const StepPlan& plan,
                    moe_workspace_.logits,
                    expert_counts_.data(),
                    expert_tables_.data(),
-                   router_bias_.empty() ? nullptr : router_bias_device_.data()};
+                   router_bias_.empty() ? nullptr : router_bias_device_.data(),
+                   step_token_bias_};  // null in steps without skew: toggling recaptures
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     key.addresses.push_back(pool.k(l));
     key.addresses.push_back(pool.v(l));

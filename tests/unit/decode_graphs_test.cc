@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "parallel/moe/skew_profile.h"
 #include "runtime/kv/kv_block_pool.h"
 #include "runtime/model/decode_graphs.h"
 #include "runtime/model/model_loader.h"
@@ -164,8 +165,15 @@ struct DriveResult {
   ExpertLoad load;
   int64_t used_blocks = 0;
 };
+// skewed: sequence 1 carries a per-request skew profile (its own token-bias rows).
 DriveResult Drive(kernels::Backend& backend, MixtralModel& model,
-                  const std::vector<std::vector<int>>& schedule) {
+                  const std::vector<std::vector<int>>& schedule, bool skewed = false) {
+  std::shared_ptr<const parallel::SkewProfile> skew;
+  if (skewed) {
+    auto parsed = parallel::ParseSkewProfile("drift:2:3:2.5");
+    EXPECT_TRUE(parsed.ok()) << parsed.status();
+    if (parsed.ok()) skew = std::make_shared<const parallel::SkewProfile>(*parsed);
+  }
   DriveResult run;
   auto pool = KvBlockPool::Create(backend, model.KvShape(4, 64));
   EXPECT_TRUE(pool.ok()) << pool.status();
@@ -176,6 +184,7 @@ DriveResult Drive(kernels::Backend& backend, MixtralModel& model,
     for (size_t i = 0; i < seqs.size(); ++i) {
       batch[i].new_tokens = next[seqs[i]];
       batch[i].kv = &kv[seqs[i]];
+      if (seqs[i] == 1) batch[i].skew = skew;
     }
     StepOutput out;
     const absl::Status st = model.Forward(absl::MakeSpan(batch), *pool, &out);
@@ -233,6 +242,25 @@ TEST(DecodeGraphsTest, PaddedDecodeStepsGiveTheSameBitsAndStatistics) {
   ExpectSameBits(got, want);
   EXPECT_EQ(got.used_blocks, want.used_blocks + 1);        // the padding block
   EXPECT_EQ((*padded)->model->decode_graphs().size(), 0);  // no graphs on the CPU
+}
+
+// A per-request skew (position-dependent drift) on one sequence: its token-bias rows follow the
+// padded layout, padding rows get none.
+TEST(DecodeGraphsTest, PaddedStepsWithAPerRequestSkewGiveTheSameBits) {
+  auto cpu = kernels::MakeCpuBackend(1);
+  auto reference = LoadRandomModel(Config(), 3, cpu.get());
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  const DriveResult want = Drive(*cpu, *(*reference)->model, kSchedule, /*skewed=*/true);
+  auto unskewed = LoadRandomModel(Config(), 3, cpu.get());
+  ASSERT_TRUE(unskewed.ok());
+  // The skew matters (else this test could not fail).
+  EXPECT_NE(Drive(*cpu, *(*unskewed)->model, kSchedule).load.tokens, want.load.tokens);
+
+  auto padded_cpu = kernels::MakeCpuBackend(1);
+  auto padded = LoadRandomModel(Config(), 3, padded_cpu.get());
+  ASSERT_TRUE(padded.ok());
+  (*padded)->model->SetDecodeGraphs(Graphs({2, 4, 8}));
+  ExpectSameBits(Drive(*padded_cpu, *(*padded)->model, kSchedule, /*skewed=*/true), want);
 }
 
 TEST(DecodeGraphsTest, PaddingIsLeftOutOfTheStatisticsWithARouterBias) {
