@@ -1,6 +1,6 @@
 // Throughput of the CPU matmul (kernels/cpu/matmul.cc) per instruction-set path, at the tiny
 // model's shapes: GMAC/s (multiply-adds per second), the median of several timed runs.
-//   build/bench/cpu_matmul_bench [--repeat N] [--min-seconds S]
+//   build/bench/cpu_matmul_bench [--repeat N] [--min-seconds S] [--shape M,N,K]...
 // Not a test: timings depend on the machine and its load. docs/cpu-kernels.md has numbers.
 #include <omp.h>
 
@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -23,19 +24,31 @@ using moeserve::kernels::DType;
 namespace cpu = moeserve::kernels::cpu;
 
 struct Shape {
-  const char* what;
+  std::string what;
   int64_t m, n, k;
 };
 
-// Median GMAC/s of `repeat` runs, each calling the matmul until min_seconds have passed.
-double Measure(const Shape& s, const std::vector<float>& x, const std::vector<uint16_t>& w,
-               std::vector<float>& y, int repeat, double min_seconds) {
+double ProcessCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+struct Rate {
+  double wall;  // GMAC per wall-clock second
+  double cpu;   // GMAC per CPU second of the process: what a core does when it is not shared
+};
+
+// Median rates of `repeat` runs, each calling the matmul until min_seconds have passed.
+Rate Measure(const Shape& s, const std::vector<float>& x, const std::vector<uint16_t>& w,
+             std::vector<float>& y, int repeat, double min_seconds) {
   const moeserve::kernels::MatmulParams p{x.data(), w.data(), DType::kBF16, y.data(),
                                           s.m,      s.n,      s.k};
   cpu::Matmul(p);  // warm up: threads, caches, page faults
-  std::vector<double> rates;
+  std::vector<double> walls, cpus;
   for (int r = 0; r < repeat; ++r) {
     int64_t calls = 0;
+    const double cpu_start = ProcessCpuSeconds();
     const auto start = std::chrono::steady_clock::now();
     double seconds = 0.0;
     do {
@@ -43,10 +56,13 @@ double Measure(const Shape& s, const std::vector<float>& x, const std::vector<ui
       ++calls;
       seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } while (seconds < min_seconds);
-    rates.push_back(static_cast<double>(calls) * s.m * s.n * s.k / seconds * 1e-9);
+    const double gmac = static_cast<double>(calls) * s.m * s.n * s.k * 1e-9;
+    walls.push_back(gmac / seconds);
+    cpus.push_back(gmac / (ProcessCpuSeconds() - cpu_start));
   }
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
+  std::sort(walls.begin(), walls.end());
+  std::sort(cpus.begin(), cpus.end());
+  return {walls[walls.size() / 2], cpus[cpus.size() / 2]};
 }
 
 }  // namespace
@@ -54,19 +70,28 @@ double Measure(const Shape& s, const std::vector<float>& x, const std::vector<ui
 int main(int argc, char** argv) {
   int repeat = 5;
   double min_seconds = 0.2;
+  std::vector<Shape> shapes;
   for (int i = 1; i + 1 < argc; i += 2) {
+    long long m = 0, n = 0, k = 0;
     if (std::strcmp(argv[i], "--repeat") == 0) {
       repeat = std::max(1, std::atoi(argv[i + 1]));
     } else if (std::strcmp(argv[i], "--min-seconds") == 0) {
       min_seconds = std::atof(argv[i + 1]);
+    } else if (std::strcmp(argv[i], "--shape") == 0 &&
+               std::sscanf(argv[i + 1], "%lld,%lld,%lld", &m, &n, &k) == 3 && m > 0 && n > 0 &&
+               k > 0) {
+      shapes.push_back({"custom", m, n, k});
     } else {
-      std::fprintf(stderr, "usage: %s [--repeat N] [--min-seconds S]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--repeat N] [--min-seconds S] [--shape M,N,K]...\n",
+                   argv[0]);
       return 2;
     }
   }
-  const Shape shapes[] = {{"lm_head decode b1", 1, 32000, 256},
-                          {"lm_head decode b8", 8, 32000, 256},
-                          {"expert gemm prefill", 2048, 512, 256}};
+  if (shapes.empty()) {
+    shapes = {{"lm_head decode b1", 1, 32000, 256},
+              {"lm_head decode b8", 8, 32000, 256},
+              {"expert gemm prefill", 2048, 512, 256}};
+  }
   std::printf("%-20s %-7s %7s %5s %6s %3s %10s\n", "shape", "path", "m", "n", "k", "thr", "GMAC/s");
   for (const Shape& s : shapes) {
     std::mt19937 rng(1);
@@ -80,10 +105,11 @@ int main(int argc, char** argv) {
       cpu::SetActiveCpuIsa(isa);
       for (int threads : {1, 2}) {
         omp_set_num_threads(threads);
-        const double gmacs = Measure(s, x, w, y, repeat, min_seconds);
-        std::printf("%-20s %-7s %7lld %5lld %6lld %3d %10.2f\n", s.what,
+        const Rate rate = Measure(s, x, w, y, repeat, min_seconds);
+        std::printf("%-20s %-7s %5lld %5lld %4lld %3d %12.2f %12.2f\n", s.what.c_str(),
                     std::string(cpu::CpuIsaName(isa)).c_str(), static_cast<long long>(s.m),
-                    static_cast<long long>(s.n), static_cast<long long>(s.k), threads, gmacs);
+                    static_cast<long long>(s.n), static_cast<long long>(s.k), threads, rate.wall,
+                    rate.cpu);
         std::fflush(stdout);
       }
     }
