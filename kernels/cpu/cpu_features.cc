@@ -6,15 +6,26 @@
 #include <mutex>
 #include <string>
 
+#if defined(MOESERVE_X86_KERNELS)
+#include <cpuid.h>
+#endif
+
 namespace moeserve::kernels::cpu {
 namespace {
+
+#if defined(MOESERVE_X86_KERNELS)
+// clang 14's __builtin_cpu_supports does not know "f16c": CPUID leaf 1, ECX bit 29.
+bool HasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+#endif
 
 CpuIsa Detect() {
 #if defined(MOESERVE_X86_KERNELS)
   // libgcc / compiler-rt check both the CPUID bits and that the OS saves the registers (XGETBV).
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HasF16c();
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   if (avx512) return CpuIsa::kAvx512;

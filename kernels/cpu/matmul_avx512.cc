@@ -73,7 +73,7 @@ MOESERVE_INLINE void Reduce16(const __m512* acc, float* out) {
 
 // out[i * NR + j] = dot(x row i, w row j) for an MR x NR block: x rows padded (matmul_tile.h),
 // w rows of `full` whole chunks then `tail` elements.
-template <int MR, int NR, class W>
+template <int MR, int NR, class W, bool kPrefetch>
 MOESERVE_INLINE void Block(const float* x, int64_t ldx, const typename W::T* w, int64_t ldw,
                            int64_t full, int tail, float* out) {
   static_assert(MR * NR == 16, "Reduce16 takes 16 accumulators");
@@ -92,12 +92,13 @@ MOESERVE_INLINE void Block(const float* x, int64_t ldx, const typename W::T* w, 
     }
   };
   for (int64_t c = 0; c < full; ++c) {
-    // The next block's weight rows (the rows after this block's), while this one computes:
-    // decode streams the LM head from DRAM. Worth ~10% there (docs/cpu-kernels.md); harmless
-    // past the end (a prefetch never faults).
+    if constexpr (kPrefetch) {
+      // The next block's weight rows (the rows after this block's), while this one computes:
+      // decode streams the LM head from DRAM. Harmless past the end (a prefetch never faults).
 #pragma GCC unroll 16
-    for (int j = 0; j < NR; ++j) {
-      _mm_prefetch(reinterpret_cast<const char*>(w + (NR + j) * ldw + c * kChunk), _MM_HINT_T0);
+      for (int j = 0; j < NR; ++j) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + (NR + j) * ldw + c * kChunk), _MM_HINT_T0);
+      }
     }
     step(c * kChunk, [](const typename W::T* p) { return W::Load(p); });
   }
@@ -121,12 +122,13 @@ struct Panel {
 
 // Rows [r0 + skip, r0 + MR) of y over all n columns. A column block that would run past the
 // readable rows starts earlier instead (recomputing columns: same bits), so every block is full.
-template <int MR, int NR, class W>
+template <int MR, int NR, class W, bool kPrefetch>
 void RowBlock(const Panel& p, const typename W::T* w, int64_t r0, int skip) {
   float out[16];
   for (int64_t c = 0; c < p.n;) {
     const int64_t start = c + NR <= p.n + p.after ? c : p.n + p.after - NR;
-    Block<MR, NR, W>(p.x + r0 * p.ldx, p.ldx, w + start * p.ldw, p.ldw, p.full, p.tail, out);
+    Block<MR, NR, W, kPrefetch>(p.x + r0 * p.ldx, p.ldx, w + start * p.ldw, p.ldw, p.full, p.tail,
+                                out);
     const int64_t end = std::min(start + NR, p.n);
     for (int i = skip; i < MR; ++i) {
       float* y_row = p.y + (r0 + i) * p.ldy;
@@ -136,18 +138,19 @@ void RowBlock(const Panel& p, const typename W::T* w, int64_t r0, int skip) {
   }
 }
 
-template <class W>
+// kPrefetch: weights streamed from memory (not a converted panel already in cache).
+template <class W, bool kPrefetch>
 void Rows(const Panel& p, const typename W::T* w) {
   int64_t r = 0;
-  for (; r + 4 <= p.m; r += 4) RowBlock<4, 4, W>(p, w, r, 0);
+  for (; r + 4 <= p.m; r += 4) RowBlock<4, 4, W, kPrefetch>(p, w, r, 0);
   const int64_t rest = p.m - r;
   if (rest == 3 && p.m >= 4) {
-    RowBlock<4, 4, W>(p, w, p.m - 4, 1);  // rows m-4 .. m-1, the first already written
+    RowBlock<4, 4, W, kPrefetch>(p, w, p.m - 4, 1);  // rows m-4 .. m-1, the first already written
   } else if (rest >= 2) {
-    RowBlock<2, 8, W>(p, w, r, 0);
-    if (rest == 3) RowBlock<1, 16, W>(p, w, r + 2, 0);
+    RowBlock<2, 8, W, kPrefetch>(p, w, r, 0);
+    if (rest == 3) RowBlock<1, 16, W, kPrefetch>(p, w, r + 2, 0);
   } else if (rest == 1) {
-    RowBlock<1, 16, W>(p, w, r, 0);
+    RowBlock<1, 16, W, kPrefetch>(p, w, r, 0);
   }
 }
 
@@ -165,7 +168,7 @@ void Tile(const MatmulTileArgs& a) {
     // Weights streamed once per block of x rows (decode: once per call).
     const Panel p{a.x, a.ldx, a.m, a.k, a.n, 0, a.k / kChunk, static_cast<int>(a.k % kChunk),
                   a.y, a.ldy};
-    Rows<W>(p, w);
+    Rows<W, true>(p, w);
     return;
   }
   // [rows, kp] fp32, zero-padded along k and up to kChunk rows.
@@ -180,7 +183,7 @@ void Tile(const MatmulTileArgs& a) {
   }
   std::memset(a.scratch + a.n * kp, 0, sizeof(float) * static_cast<size_t>((rows - a.n) * kp));
   const Panel p{a.x, a.ldx, a.m, kp, a.n, rows - a.n, kp / kChunk, 0, a.y, a.ldy};
-  Rows<F32Weights>(p, a.scratch);
+  Rows<F32Weights, false>(p, a.scratch);
 }
 
 }  // namespace
