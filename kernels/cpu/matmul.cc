@@ -108,9 +108,15 @@ void RunGemms(const std::vector<Gemm>& gemms, DType w_dtype, int64_t n, int64_t 
       a.n = cols;
       a.w_rows_before = col0;
       a.k = k;
+      a.scratch = scratch;
+      if (gemm.w_up == nullptr && gemm.y_dtype == DType::kF32) {  // straight into y
+        a.y = static_cast<float*>(gemm.y) + row0 * n + col0;
+        a.ldy = n;
+        tile_fn(a);
+        continue;
+      }
       a.y = gate;
       a.ldy = cols;
-      a.scratch = scratch;
       tile_fn(a);
       if (gemm.w_up != nullptr) {
         a.w = static_cast<const char*>(gemm.w_up) + static_cast<size_t>(col0 * k) * w_elem;

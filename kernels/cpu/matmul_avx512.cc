@@ -46,10 +46,10 @@ struct F32Weights {
   }
 };
 
-// out[s] = ReduceLanes(lanes of acc[s]) for 16 lane vectors. Each level adds the pairs ReduceLanes
-// adds (lane j + lane j+8, then j + j+4, j + j+2, 0 + 1), two or four accumulators per
-// instruction; afterwards lane 4q+i of the result holds accumulator 4i+q.
-MOESERVE_INLINE void Reduce16(const __m512* acc, float* out) {
+// Lane 4q+i of the result = ReduceLanes(lanes of acc[4i+q]), for 16 lane vectors. Each level adds
+// the pairs ReduceLanes adds (lane j + lane j+8, then j + j+4, j + j+2, 0 + 1), two or four
+// accumulators per instruction.
+MOESERVE_INLINE __m512 Reduce16(const __m512* acc) {
   __m512 s8[8], s4[4], s2[2];
   for (int p = 0; p < 8; ++p) {  // [a.q0 a.q1 b.q0 b.q1] + [a.q2 a.q3 b.q2 b.q3]
     s8[p] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * p], acc[2 * p + 1], 0x44),
@@ -64,15 +64,15 @@ MOESERVE_INLINE void Reduce16(const __m512* acc, float* out) {
                           _mm512_shuffle_ps(s4[2 * p], s4[2 * p + 1], 0xEE));
   }
   // per 128 bits: [a0 a2 b0 b2] + [a1 a3 b1 b3]
-  const __m512 s1 =
-      _mm512_add_ps(_mm512_shuffle_ps(s2[0], s2[1], 0x88), _mm512_shuffle_ps(s2[0], s2[1], 0xDD));
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, s1);
-  for (int s = 0; s < 16; ++s) out[s] = lanes[4 * (s % 4) + s / 4];
+  return _mm512_add_ps(_mm512_shuffle_ps(s2[0], s2[1], 0x88),
+                       _mm512_shuffle_ps(s2[0], s2[1], 0xDD));
 }
 
+// Accumulator of output (i, j) of a block: Reduce16 then leaves the block row-major in its result.
+constexpr int Slot(int i, int j, int nr) { return 4 * ((i * nr + j) % 4) + (i * nr + j) / 4; }
+
 // out[i * NR + j] = dot(x row i, w row j) for an MR x NR block: x rows padded (matmul_tile.h),
-// w rows of `full` whole chunks then `tail` elements.
+// w rows of `full` whole chunks then `tail` elements. out: 64-byte aligned float[16].
 template <int MR, int NR, class W, bool kPrefetch>
 MOESERVE_INLINE void Block(const float* x, int64_t ldx, const typename W::T* w, int64_t ldw,
                            int64_t full, int tail, float* out) {
@@ -88,7 +88,9 @@ MOESERVE_INLINE void Block(const float* x, int64_t ldx, const typename W::T* w, 
     for (int j = 0; j < NR; ++j) {
       const __m512 wv = load_w(w + j * ldw + offset);
 #pragma GCC unroll 4
-      for (int i = 0; i < MR; ++i) acc[i * NR + j] = _mm512_fmadd_ps(xv[i], wv, acc[i * NR + j]);
+      for (int i = 0; i < MR; ++i) {
+        acc[Slot(i, j, NR)] = _mm512_fmadd_ps(xv[i], wv, acc[Slot(i, j, NR)]);
+      }
     }
   };
   for (int64_t c = 0; c < full; ++c) {
@@ -106,7 +108,7 @@ MOESERVE_INLINE void Block(const float* x, int64_t ldx, const typename W::T* w, 
     const __mmask16 mask = static_cast<__mmask16>((1u << tail) - 1);
     step(full * kChunk, [mask](const typename W::T* p) { return W::LoadFirst(p, mask); });
   }
-  Reduce16(acc, out);
+  _mm512_store_ps(out, Reduce16(acc));
 }
 
 struct Panel {
@@ -124,7 +126,7 @@ struct Panel {
 // readable rows starts earlier instead (recomputing columns: same bits), so every block is full.
 template <int MR, int NR, class W, bool kPrefetch>
 void RowBlock(const Panel& p, const typename W::T* w, int64_t r0, int skip) {
-  float out[16];
+  alignas(64) float out[16];
   for (int64_t c = 0; c < p.n;) {
     const int64_t start = c + NR <= p.n + p.after ? c : p.n + p.after - NR;
     Block<MR, NR, W, kPrefetch>(p.x + r0 * p.ldx, p.ldx, w + start * p.ldw, p.ldw, p.full, p.tail,
@@ -132,7 +134,11 @@ void RowBlock(const Panel& p, const typename W::T* w, int64_t r0, int skip) {
     const int64_t end = std::min(start + NR, p.n);
     for (int i = skip; i < MR; ++i) {
       float* y_row = p.y + (r0 + i) * p.ldy;
-      for (int64_t col = c; col < end; ++col) y_row[col] = out[i * NR + (col - start)];
+      if (start == c && end == c + NR) {  // the common whole block: one vector copy per row
+        std::memcpy(y_row + c, out + i * NR, sizeof(float) * NR);
+      } else {
+        for (int64_t col = c; col < end; ++col) y_row[col] = out[i * NR + (col - start)];
+      }
     }
     c = end;
   }
