@@ -93,8 +93,11 @@ const Shape kShapes[] = {{1, 1, 1},      {3, 5, 15},    {1, 17, 16},    {2, 33, 
                          {1, 1000, 256}, {8, 300, 256}, {130, 64, 512}, {4, 7, 1000}};
 
 TEST_F(CpuMatmulPathsTest, EveryPathMatchesFloat64AndTheDefinedOrderBitwise) {
+  // y of the first path (scalar) per dtype and shape, which every other path must equal.
+  std::vector<std::vector<float>> first_path;
   for (CpuIsa isa : cpu::AvailableCpuIsas()) {
     ASSERT_EQ(cpu::SetActiveCpuIsa(isa), isa);
+    size_t case_index = 0;
     for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
       for (const Shape& s : kShapes) {
         SCOPED_TRACE(std::string(cpu::CpuIsaName(isa)) + " " + std::string(DTypeName(dtype)) +
@@ -103,6 +106,14 @@ TEST_F(CpuMatmulPathsTest, EveryPathMatchesFloat64AndTheDefinedOrderBitwise) {
         const Weights w(dtype, s.n, s.k, 11 + static_cast<uint32_t>(s.k));
         const std::vector<float> x = RandomVector(static_cast<size_t>(s.m * s.k), 7, 2.0f);
         const std::vector<float> y = RunMatmul(x, s.m, w, s.n, s.k);
+        if (isa == CpuIsa::kScalar) {
+          first_path.push_back(y);
+        } else {
+          EXPECT_EQ(
+              std::memcmp(y.data(), first_path.at(case_index).data(), sizeof(float) * y.size()), 0)
+              << "differs from the scalar path";
+        }
+        ++case_index;
         int bit_mismatches = 0;
         for (int64_t r = 0; r < s.m; ++r) {
           for (int64_t c = 0; c < s.n; ++c) {
