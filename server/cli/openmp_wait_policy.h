@@ -4,7 +4,7 @@
 // between parallel regions before it sleeps on a futex. A step of the CPU backend runs dozens of
 // short parallel regions, so with spinning, threads that wait burn whole time slices; when the
 // machine has other runnable work (another process on one of our cores, a second engine), the
-// spinner keeps a core that the thread doing the work needed, and a step took 3x to 15x longer
+// spinner keeps a core that the thread doing the work needed: decode steps took 2x to 25x longer
 // (docs/cpu-kernels.md has the numbers). Passive waiting costs a futex wake per region instead.
 //
 // libgomp reads OMP_WAIT_POLICY / GOMP_SPINCOUNT once, when it is loaded, before main() runs, so
