@@ -81,12 +81,13 @@ void RunTile(const PagedAttentionParams& p, AttentionTileFn tile_fn, int64_t s, 
 
   TileScratch& scratch = ThreadTileScratch();
   int32_t first_key[kAttentionTileRows], last_key[kAttentionTileRows];
-  scratch.q_t.assign(static_cast<size_t>(head_dim * kAttentionTileRows), 0.0f);
+  scratch.q_t.resize(static_cast<size_t>(head_dim * kAttentionTileRows));
   const A* q = static_cast<const A*>(p.q);
   for (int64_t r = 0; r < kAttentionTileRows; ++r) {
-    if (r >= rows) {
+    if (r >= rows) {  // padding: q = 0, no keys
       first_key[r] = 0;
       last_key[r] = -1;
+      for (int64_t d = 0; d < head_dim; ++d) scratch.q_t[d * kAttentionTileRows + r] = 0.0f;
       continue;
     }
     first_key[r] = static_cast<int32_t>(first_of(r) - key_begin);
@@ -105,25 +106,30 @@ void RunTile(const PagedAttentionParams& p, AttentionTileFn tile_fn, int64_t s, 
   const K* k_cache = static_cast<const K*>(p.k_cache);
   const K* v_cache = static_cast<const K*>(p.v_cache);
   const int32_t* table = p.block_tables + s * p.max_blocks_per_seq;
-  for (int64_t i = 0; i < num_keys; ++i) {
-    const int64_t j = key_begin + i;
-    const int64_t slot =
-        static_cast<int64_t>(table[j / p.block_size]) * p.block_size + j % p.block_size;
-    const K* k = k_cache + slot * kv_row + kv_h * head_dim;
-    const K* v = v_cache + slot * kv_row + kv_h * head_dim;
-    if constexpr (std::is_same_v<K, float>) {
-      scratch.k_rows[i] = k;
-      scratch.v_rows[i] = v;
-    } else {
-      float* k32 = scratch.kv_f32.data() + i * head_dim;
-      float* v32 = k32 + num_keys * head_dim;
-      for (int64_t d = 0; d < head_dim; ++d) {
-        k32[d] = ToF32(k[d]);
-        v32[d] = ToF32(v[d]);
+  // Row pointers block by block: keys in one block are kv_row apart.
+  for (int64_t i = 0, j = key_begin; i < num_keys;) {
+    const int64_t offset = j % p.block_size;
+    const int64_t run = std::min(p.block_size - offset, num_keys - i);
+    const int64_t first_slot =
+        static_cast<int64_t>(table[j / p.block_size]) * p.block_size + offset;
+    const K* k = k_cache + first_slot * kv_row + kv_h * head_dim;
+    const K* v = v_cache + first_slot * kv_row + kv_h * head_dim;
+    for (int64_t m = 0; m < run; ++m, ++i, k += kv_row, v += kv_row) {
+      if constexpr (std::is_same_v<K, float>) {
+        scratch.k_rows[i] = k;
+        scratch.v_rows[i] = v;
+      } else {
+        float* k32 = scratch.kv_f32.data() + i * head_dim;
+        float* v32 = k32 + num_keys * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) {
+          k32[d] = ToF32(k[d]);
+          v32[d] = ToF32(v[d]);
+        }
+        scratch.k_rows[i] = k32;
+        scratch.v_rows[i] = v32;
       }
-      scratch.k_rows[i] = k32;
-      scratch.v_rows[i] = v32;
     }
+    j += run;
   }
   scratch.scores.resize(static_cast<size_t>(num_keys * kAttentionTileRows));
   scratch.out.resize(static_cast<size_t>(kAttentionTileRows * head_dim));
