@@ -5,8 +5,10 @@
 //   moeserve serve       the daemon: OpenAI-compatible HTTP + gRPC (built with MOESERVE_FRONTENDS)
 #include "CLI/CLI.hpp"
 #include "server/cli/commands.h"
+#include "server/cli/openmp_wait_policy.h"
 
 int main(int argc, char** argv) {
+  moeserve::server::ReexecWithPassiveOpenMpWait(argv);  // before any OpenMP region runs
   CLI::App app{"moeserve: serving engine for Mixtral-style mixture-of-experts models"};
   app.set_version_flag("--version", "moeserve 0.1.0");
   app.require_subcommand(1);

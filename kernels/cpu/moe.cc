@@ -2,9 +2,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/act.h"
+#include "kernels/cpu/kernel_isa.h"
 
 namespace moeserve::kernels::cpu {
 
@@ -31,6 +33,8 @@ void MoeAlign(const MoeAlignParams& p) {
 
 void GatherRows(const GatherRowsParams& p) {
   const size_t row_bytes = static_cast<size_t>(p.hidden) * DTypeSize(p.act_dtype);
+  // Plain row copies: threads only for large gathers (prefill).
+#pragma omp parallel for schedule(static) if (p.num_rows * p.hidden >= (int64_t{1} << 18))
   for (int64_t i = 0; i < p.num_rows; ++i) {
     std::memcpy(static_cast<char*>(p.dst) + i * row_bytes,
                 static_cast<const char*>(p.src) + static_cast<size_t>(p.rows[i]) * row_bytes,
@@ -51,20 +55,51 @@ void SwiGlu(const SwiGluParams& p) {
   });
 }
 
+namespace {
+
+// acc[h] (+)= w * src[h]: the first term is a product, later ones add to it, as the scalar loop
+// that starts from 0 did (0 + w*x == w*x exactly, including the sign of zero).
+MOESERVE_KERNEL_CLONES void ScaledRow(float* acc, float w, const float* src, int64_t n,
+                                      bool first) {
+  if (first) {
+    for (int64_t h = 0; h < n; ++h) acc[h] = 0.0f + w * src[h];
+  } else {
+    for (int64_t h = 0; h < n; ++h) acc[h] += w * src[h];
+  }
+}
+
+}  // namespace
+
 void MoeCombine(const MoeCombineParams& p) {
   DispatchAct(p.act_dtype, [&](auto tag) {
     using T = decltype(tag);
-    std::vector<float> acc(static_cast<size_t>(p.hidden));
-    for (int64_t t = 0; t < p.num_tokens; ++t) {
-      for (int64_t h = 0; h < p.hidden; ++h) acc[h] = 0.0f;
-      for (int64_t j = 0; j < p.top_k; ++j) {
-        const float w = p.weights[t * p.top_k + j];
-        const T* src = static_cast<const T*>(p.expert_out) +
-                       static_cast<int64_t>(p.src_rows[t * p.top_k + j]) * p.hidden;
-        for (int64_t h = 0; h < p.hidden; ++h) acc[h] += w * ToF32(src[h]);
+    // Tokens are independent; each sums its top_k expert rows in slot order.
+#pragma omp parallel if (p.num_tokens * p.hidden >= (int64_t{1} << 16))
+    {
+      std::vector<float> acc(static_cast<size_t>(p.hidden)), src_f32;
+#pragma omp for schedule(dynamic, 16)
+      for (int64_t t = 0; t < p.num_tokens; ++t) {
+        for (int64_t j = 0; j < p.top_k; ++j) {
+          const float w = p.weights[t * p.top_k + j];
+          const T* src = static_cast<const T*>(p.expert_out) +
+                         static_cast<int64_t>(p.src_rows[t * p.top_k + j]) * p.hidden;
+          const float* src32;
+          if constexpr (std::is_same_v<T, float>) {
+            src32 = src;
+          } else {
+            src_f32.resize(static_cast<size_t>(p.hidden));
+            for (int64_t h = 0; h < p.hidden; ++h) src_f32[h] = ToF32(src[h]);
+            src32 = src_f32.data();
+          }
+          ScaledRow(acc.data(), w, src32, p.hidden, j == 0);
+        }
+        T* out = static_cast<T*>(p.out) + t * p.hidden;
+        if constexpr (std::is_same_v<T, float>) {
+          std::memcpy(out, acc.data(), sizeof(float) * static_cast<size_t>(p.hidden));
+        } else {
+          for (int64_t h = 0; h < p.hidden; ++h) out[h] = FromF32<T>(acc[h]);
+        }
       }
-      T* out = static_cast<T*>(p.out) + t * p.hidden;
-      for (int64_t h = 0; h < p.hidden; ++h) out[h] = FromF32<T>(acc[h]);
     }
   });
 }

@@ -34,20 +34,25 @@ void Rope(const RopeParams& p) {
     const float exponent = static_cast<float>(2 * i) / static_cast<float>(p.head_dim);
     inv_freq[i] = 1.0f / std::pow(p.theta, exponent);
   }
-  std::vector<float> cos_v(half), sin_v(half);
   DispatchAct(p.act_dtype, [&](auto tag) {
     using T = decltype(tag);
-    for (int64_t t = 0; t < p.num_tokens; ++t) {
-      const float pos = static_cast<float>(p.positions[t]);
-      for (int64_t i = 0; i < half; ++i) {
-        const float angle = pos * inv_freq[i];  // fp32 product, like HF's fp32 matmul
-        cos_v[i] = std::cos(angle);
-        sin_v[i] = std::sin(angle);
+    // Tokens are independent (each rotates its own heads): threads for prefill-sized batches.
+#pragma omp parallel if (p.num_tokens >= 64)
+    {
+      std::vector<float> cos_v(half), sin_v(half);
+#pragma omp for schedule(dynamic, 16)
+      for (int64_t t = 0; t < p.num_tokens; ++t) {
+        const float pos = static_cast<float>(p.positions[t]);
+        for (int64_t i = 0; i < half; ++i) {
+          const float angle = pos * inv_freq[i];  // fp32 product, like HF's fp32 matmul
+          cos_v[i] = std::cos(angle);
+          sin_v[i] = std::sin(angle);
+        }
+        RotateHeads(static_cast<T*>(p.q) + t * p.num_q_heads * p.head_dim, p.num_q_heads,
+                    p.head_dim, cos_v.data(), sin_v.data());
+        RotateHeads(static_cast<T*>(p.k) + t * p.num_kv_heads * p.head_dim, p.num_kv_heads,
+                    p.head_dim, cos_v.data(), sin_v.data());
       }
-      RotateHeads(static_cast<T*>(p.q) + t * p.num_q_heads * p.head_dim, p.num_q_heads, p.head_dim,
-                  cos_v.data(), sin_v.data());
-      RotateHeads(static_cast<T*>(p.k) + t * p.num_kv_heads * p.head_dim, p.num_kv_heads,
-                  p.head_dim, cos_v.data(), sin_v.data());
     }
   });
 }

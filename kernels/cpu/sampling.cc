@@ -5,6 +5,8 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/cpu/kernel_isa.h"
+
 namespace moeserve::kernels::cpu {
 namespace {
 
@@ -133,7 +135,53 @@ uint64_t SampleDrawBits(uint64_t stream_key, uint64_t draw_index) {
   return Mix64(stream_key + kGolden * (draw_index + 1));
 }
 
+namespace {
+
+// ArgMax over 16 lanes: lane j keeps the first largest of logits[i], i = j (mod 16); the lanes'
+// winners are then compared by value, ties to the lower id. Exact comparisons only, so this is
+// the sequential scan's answer (NaN never wins; logits[0] == NaN is handled by the caller).
+MOESERVE_KERNEL_CLONES int64_t ArgMaxLanes(const float* logits, int64_t vocab) {
+  constexpr int kLanes = 16;
+  float best[kLanes];
+  int32_t best_id[kLanes];
+  for (int j = 0; j < kLanes; ++j) {
+    best[j] = -std::numeric_limits<float>::infinity();
+    best_id[j] = -1;
+  }
+  int64_t i = 0;
+  for (; i + kLanes <= vocab; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const bool better = logits[i + j] > best[j];
+      best[j] = better ? logits[i + j] : best[j];
+      best_id[j] = better ? static_cast<int32_t>(i + j) : best_id[j];
+    }
+  }
+  for (int j = 0; i < vocab; ++i, ++j) {
+    if (logits[i] > best[j]) {
+      best[j] = logits[i];
+      best_id[j] = static_cast<int32_t>(i);
+    }
+  }
+  int64_t winner = 0;  // every logit -inf or NaN: id 0, as the scan gives
+  float winner_value = -std::numeric_limits<float>::infinity();
+  for (int j = 0; j < kLanes; ++j) {
+    if (best_id[j] < 0) continue;
+    if (best[j] > winner_value || (best[j] == winner_value && best_id[j] < winner)) {
+      winner_value = best[j];
+      winner = best_id[j];
+    }
+  }
+  return winner;
+}
+
+}  // namespace
+
 int32_t ArgMax(const float* logits, int64_t vocab) {
+  if (vocab >= 64 && !std::isnan(logits[0])) {
+    // A -inf logits[0] loses to any larger logit in both versions and wins when nothing is
+    // larger (winner stays 0), so only a NaN first logit needs the scan.
+    return static_cast<int32_t>(ArgMaxLanes(logits, vocab));
+  }
   int64_t best = 0;
   for (int64_t i = 1; i < vocab; ++i) {
     if (logits[i] > logits[best]) best = i;
