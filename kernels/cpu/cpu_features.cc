@@ -27,7 +27,8 @@ CpuIsa Detect() {
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HasF16c();
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
-                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("avx512dq");
   if (avx512) return CpuIsa::kAvx512;
   if (avx2) return CpuIsa::kAvx2;
 #endif
@@ -90,7 +91,7 @@ CpuIsa ActiveCpuIsa() {
     }
     int expected = -1;
     g_active.compare_exchange_strong(expected, static_cast<int>(chosen));
-    std::fprintf(stderr, "moeserve: CPU matmul path %s, CPU supports %s%s\n",
+    std::fprintf(stderr, "moeserve: CPU kernel path %s, CPU supports %s%s\n",
                  std::string(CpuIsaName(ActiveCpuIsa())).c_str(),
                  std::string(CpuIsaName(detected)).c_str(), note.c_str());
   });

@@ -1,4 +1,5 @@
-// Which instruction set the CPU matmul kernels use, chosen once at run time.
+// Which instruction set the hand-vectorised CPU kernels (matmul, attention) use, chosen once at
+// run time.
 //
 // Every path computes the same arithmetic (kernels/cpu/matmul_tile.h), so the choice changes
 // speed, never bits. MOESERVE_CPU_ISA=avx512|avx2|scalar forces a path (clamped to what the CPU
@@ -17,7 +18,7 @@ namespace moeserve::kernels::cpu {
 enum class CpuIsa : int {
   kScalar = 0,  // portable C++ (std::fma), any CPU
   kAvx2 = 1,    // AVX2 + FMA + F16C
-  kAvx512 = 2,  // AVX-512 F + BW + VL
+  kAvx512 = 2,  // AVX-512 F + BW + DQ + VL
 };
 
 std::string_view CpuIsaName(CpuIsa isa);

@@ -2,7 +2,7 @@
 //
 // MOESERVE_CPU_ISA=avx512|avx2|scalar forces a path, clamped to what this CPU (and OS) supports;
 // unset, "auto" or an unknown value means the best supported one. Read once per process.
-// avx512 needs x86-64-v4 (AVX-512 F/BW/DQ/VL), avx2 needs x86-64-v3 (AVX2 + FMA).
+// avx512 needs AVX-512 F/BW/DQ/VL, avx2 needs AVX2 + FMA + F16C (cpu_features.cc).
 //
 // The attention paths give identical bits (docs/cpu-kernels.md): the variable exists to test
 // and time each path, not to change results.
@@ -10,17 +10,22 @@
 
 #include <string_view>
 
+#include "kernels/cpu/cpu_features.h"
+
 namespace moeserve::kernels::cpu {
 
-enum class KernelIsa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+// One choice for every hand-vectorised CPU kernel: the matmul's (cpu_features.h), detected and
+// read from MOESERVE_CPU_ISA once, logged once.
+using KernelIsa = CpuIsa;
 
 // The best path this CPU runs.
-KernelIsa SupportedKernelIsa();
-// MOESERVE_CPU_ISA clamped to SupportedKernelIsa(); computed on first use.
-KernelIsa ActiveKernelIsa();
-// Parses a MOESERVE_CPU_ISA value and clamps it to `supported` (exposed for tests).
+inline KernelIsa SupportedKernelIsa() { return DetectCpuIsa(); }
+// MOESERVE_CPU_ISA clamped to SupportedKernelIsa() (or what SetActiveCpuIsa chose).
+inline KernelIsa ActiveKernelIsa() { return ActiveCpuIsa(); }
+// Parses a MOESERVE_CPU_ISA value and clamps it to `supported` (exposed for tests); unknown
+// values and "auto" mean `supported`.
 KernelIsa ClampKernelIsa(std::string_view requested, KernelIsa supported);
-std::string_view KernelIsaName(KernelIsa isa);
+inline std::string_view KernelIsaName(KernelIsa isa) { return CpuIsaName(isa); }
 
 }  // namespace moeserve::kernels::cpu
 
