@@ -128,9 +128,12 @@ struct Report {
 int64_t VBytes(int src, int dst) { return (src + 2 * dst) % 5 == 0 ? 0 : (src + 2 * dst) % 5 + 3; }
 uint8_t VByte(int src, int dst, int64_t i) { return static_cast<uint8_t>(src * 31 + dst * 7 + i); }
 
-// Values whose double sum depends on the order of the terms.
+// Values whose double sum depends on the order of the terms: 1e16 and -1e16 cancel, and the small
+// terms survive or vanish depending on whether they are added before or after the cancellation
+// (at world size 4, sums starting at different ranks, as a ring's do, differ).
 double DValue(int r, int64_t i) {
-  return ((r + i) % 3 == 0 ? 1e16 : -0.7e16) + 0.1 * (r + 1) + 1e-3 * static_cast<double>(i);
+  const double v[4] = {1e16, 1.0 + 0.25 * static_cast<double>(i), -1e16, 3.0 + 0.5 * r};
+  return v[(r + i) % 4];
 }
 int64_t IValue(int r, int64_t i) { return (r + 1) * (i + 3) * ((r + i) % 2 ? -1 : 1); }
 
