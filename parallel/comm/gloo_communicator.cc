@@ -119,6 +119,28 @@ class GlooCommunicator final : public Communicator {
       send_total += send_counts[p];
       recv_total += recv_counts[p];
     }
+    // Gloo accepts a message shorter than the receive buffer without a word, so inconsistent
+    // counts would go unnoticed: first every rank tells each peer how much it will send (one
+    // [world] int64 alltoall), and a rank that expects something else fails and aborts, which
+    // closes its connections and fails its peers' exchange (at the latest their next collective).
+    std::vector<int64_t> announced(world), sent(send_counts, send_counts + world);
+    absl::Status st = Run("AllToAllV (counts)", [&](uint32_t tag) {
+      ::gloo::AlltoallOptions opts(context_);
+      opts.setInput(sent.data(), sent.size());
+      opts.setOutput(announced.data(), announced.size());
+      opts.setTag(tag);
+      opts.setTimeout(timeout_);
+      ::gloo::alltoall(opts);
+    });
+    if (!st.ok()) return st;
+    for (int p = 0; p < world; ++p) {
+      if (announced[p] != recv_counts[p]) {
+        return Fail("AllToAllV",
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "inconsistent counts: rank ", p, " sends ", announced[p], " bytes to rank ",
+                        rank(), ", which expects ", recv_counts[p])));
+      }
+    }
     // [send_total] bytes in peer order, as Gloo wants them. Gloo also wants non-null buffers even
     // when a rank sends or receives nothing, hence the one-byte placeholders.
     std::vector<uint8_t> send_stage, recv_stage;
@@ -139,7 +161,7 @@ class GlooCommunicator final : public Communicator {
     }
     std::vector<int64_t> in_lengths(send_counts, send_counts + world);
     std::vector<int64_t> out_lengths(recv_counts, recv_counts + world);
-    absl::Status st = Run("AllToAllV", [&](uint32_t tag) {
+    st = Run("AllToAllV", [&](uint32_t tag) {
       ::gloo::AlltoallvOptions opts(context_);
       opts.setInput(const_cast<uint8_t*>(src), in_lengths);
       opts.setOutput(dst, out_lengths);

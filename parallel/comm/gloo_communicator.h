@@ -7,7 +7,9 @@
 //
 // How each collective maps onto Gloo:
 //  - AllToAll: gloo::alltoall (a scratch copy of the input when in place).
-//  - AllToAllV: gloo::alltoallv on byte elements. Gloo takes per-peer LENGTHS only and packs the
+//  - AllToAllV: first a [world] int64 alltoall of the byte counts, checked against recv_counts
+//    (Gloo silently accepts a shorter message than the receiver expects), then
+//    gloo::alltoallv on byte elements. Gloo takes per-peer LENGTHS only and packs the
 //    segments back to back; when the caller's offsets are not that packing, the segments are
 //    staged through a packed scratch buffer (send) / unpacked after (recv).
 //  - AllReduce: NOT gloo::allreduce, whose ring reduces each chunk starting at a different rank
@@ -26,8 +28,10 @@
 // message carries Gloo's text as it is. After any failure the communicator aborts itself
 // (contract: the group is then unusable): later calls fail at once with the first error, and its
 // TCP connections are closed so that peers blocked on it get an error instead of waiting for the
-// whole timeout. A mismatch between ranks (different collectives, inconsistent counts) is seen by
-// Gloo as a size error or a timeout on some rank, and reaches the others through that abort.
+// whole timeout. Inconsistent AllToAllV counts are InvalidArgument on the ranks that expect other
+// counts; different collectives on different ranks are a Gloo size error or a timeout on some
+// rank. Either reaches the other ranks through that rank's abort (as an error of the same or of
+// their next collective), not as the same status on every rank as in-process.
 //
 // Process state: CreateGlooCommunicator sets SIGPIPE to SIG_IGN when it is at its default (Gloo
 // writes to sockets without MSG_NOSIGNAL; a dead peer would otherwise kill this process).

@@ -5,9 +5,9 @@
 //   - conformance: the checks of communicator_test.cc (AllToAll, AllToAllV with zero and uneven
 //     counts and scattered offsets, AllReduce sum/max of int64 and double bitwise equal to the
 //     rank-ordered sum computed here, Barrier), each child checking its own share;
-//   - a peer that exits after its first collective, one that stops calling, one that aborts: the
-//   others get an error
-//     instead of hanging (the parent kills any child still running after a hang guard, and fails);
+//   - a peer that exits after its first collective, one that stops calling, one that aborts, and
+//     inconsistent AllToAllV counts: the others get an error instead of hanging (the parent kills
+//     any child still running after a hang guard, and fails);
 //   - the expert-parallel MoE layer at world sizes 2 and 4, its outputs bitwise equal to world
 //     size 1 (RunMoeLayer over all tokens) computed in the parent.
 // Skipped when moeserve is built without Gloo.
@@ -232,7 +232,7 @@ void Conformance(Communicator& comm, Report& rep) {
 
 // The last rank leaves (exits, goes silent or aborts); the others must get errors.
 void Faulty(const std::string& scenario, Communicator& comm, Report& rep) {
-  const bool faulty = comm.rank() == comm.world_size() - 1;
+  const bool faulty = comm.rank() == comm.world_size() - 1 && scenario != "mismatch";
   // First a collective that works: every connection is up before the faulty rank misbehaves (a
   // rank that exits during the rendezvous fails its peers' CreateGlooCommunicator instead).
   rep.CheckOk(comm.Barrier(), "Barrier before the fault");
@@ -246,10 +246,22 @@ void Faulty(const std::string& scenario, Communicator& comm, Report& rep) {
               "after Abort: " + st.ToString());
     return;
   }
-  std::vector<int64_t> v(comm.world_size(), 1), r(comm.world_size());
-  absl::Status st = comm.AllToAll(v.data(), r.data(), 1);
+  const int world = comm.world_size();
+  std::vector<int64_t> v(world, 1), r(world);
+  absl::Status st;
+  if (scenario == "mismatch") {
+    // Every rank sends 4 bytes to every rank, but rank 0 expects 5 from the last rank.
+    std::vector<int64_t> sc(world, 4), so(world), rc(world, 4), ro(world);
+    if (comm.rank() == 0) rc[world - 1] = 5;
+    for (int p = 0; p < world; ++p) so[p] = 4 * p, ro[p] = 4 * p;
+    std::vector<uint8_t> sbuf(4 * world, 1), rbuf(4 * world + 1);
+    st = comm.AllToAllV(sbuf.data(), sc.data(), so.data(), rbuf.data(), rc.data(), ro.data());
+  } else {
+    st = comm.AllToAll(v.data(), r.data(), 1);
+  }
+  // A rank whose share arrived intact may succeed; the next collective must fail everywhere.
   if (st.ok()) st = comm.Barrier();
-  rep.Check(!st.ok(), "a collective with a missing peer succeeded");
+  rep.Check(!st.ok(), "a collective with a missing or inconsistent peer succeeded");
   rep.lines.push_back(absl::StrCat("CODE ", absl::StatusCodeToString(st.code())));
   rep.lines.push_back(absl::StrCat("MSG ", st.message()));
   rep.Check(!comm.Barrier().ok(), "the group is still usable after a failed collective");
@@ -426,16 +438,18 @@ TEST_P(GlooCommunicatorTest, ConformanceAcrossProcesses) {
   }
 }
 
-// A peer that exits after the first collective, one that stops calling, one that aborts: every
-// other rank's collective fails (never hangs), and the group stays failed.
+// A peer that exits after the first collective, one that stops calling, one that aborts, and
+// inconsistent AllToAllV counts: every other rank's collective (or its next one) fails, never
+// hangs, and the group stays failed.
 TEST_P(GlooCommunicatorTest, MissingPeerIsAnErrorNotAHang) {
   const int world = GetParam();
-  for (const std::string scenario : {"exit", "silent", "abort"}) {
+  for (const std::string scenario : {"exit", "silent", "abort", "mismatch"}) {
     SCOPED_TRACE(scenario);
     std::vector<ChildResult> res =
         RunGroup(scenario, world, std::chrono::seconds(15), scenario == "silent" ? world - 1 : -1);
     bool some_deadline = false;
-    for (int r = 0; r < world - 1; ++r) {
+    const int checked = scenario == "mismatch" ? world : world - 1;  // mismatch: no faulty rank
+    for (int r = 0; r < checked; ++r) {
       EXPECT_TRUE(res[r].exited && res[r].exit_code == 0 && ReportOk(res[r]))
           << "rank " << r << " exit " << res[r].exit_code << "\n"
           << res[r].report << res[r].log;
@@ -448,6 +462,14 @@ TEST_P(GlooCommunicatorTest, MissingPeerIsAnErrorNotAHang) {
       EXPECT_TRUE(ReportOk(last)) << last.report << last.log;
     }
     // Nobody answers a silent peer's collective: someone must time out and say which collective.
+    // Inconsistent counts: the rank that expects other counts says so.
+    if (scenario == "mismatch") {
+      EXPECT_NE(res[0].report.find("CODE INVALID_ARGUMENT"), std::string::npos) << res[0].report;
+      EXPECT_NE(res[0].report.find("inconsistent counts: rank " + std::to_string(world - 1) +
+                                   " sends 4 bytes to rank 0, which expects 5"),
+                std::string::npos)
+          << res[0].report;
+    }
     if (scenario == "silent") {
       EXPECT_TRUE(some_deadline) << res[0].report;
     }
