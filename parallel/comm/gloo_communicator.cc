@@ -48,7 +48,7 @@ std::chrono::milliseconds ToMillis(absl::Duration d) {
   return std::chrono::milliseconds(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
 }
 
-// Runs a Gloo call and turns what it throws into a Status: a timeout (Gloo says "Timed out") is
+// Runs a Gloo call and turns what it throws into a Status: a timeout is
 // DeadlineExceeded, any other I/O error (a peer closed its connection: it died or aborted) is
 // Unavailable, a failed GLOO_ENFORCE (e.g. a size mismatch between ranks) is Internal.
 absl::Status CallGloo(const std::string& what, const std::function<void()>& fn) {
@@ -57,7 +57,9 @@ absl::Status CallGloo(const std::string& what, const std::function<void()>& fn) 
     return absl::OkStatus();
   } catch (const ::gloo::IoException& e) {
     const std::string msg = e.what();
-    if (msg.find("Timed out") != std::string::npos) {
+    // Collectives say "Timed out waiting ...", the FileStore rendezvous "Wait timeout for key(s)".
+    if (msg.find("Timed out") != std::string::npos ||
+        msg.find("Wait timeout") != std::string::npos) {
       return absl::DeadlineExceededError(absl::StrCat(what, ": ", msg));
     }
     return absl::UnavailableError(absl::StrCat(what, ": ", msg));

@@ -531,5 +531,22 @@ TEST(GlooCommunicatorOptions, BadOptionsAreErrors) {
   EXPECT_EQ(CreateGlooCommunicator(o).status().code(), absl::StatusCode::kUnimplemented);
 }
 
+// A rank whose peer never starts: the rendezvous ends with DeadlineExceeded, not a hang.
+TEST(GlooCommunicatorOptions, PeerThatNeverStartsIsDeadlineExceeded) {
+  if (!GlooAvailable()) GTEST_SKIP() << "moeserve built without Gloo";
+  char dir_template[] = "/tmp/moeserve_gloo_XXXXXX";
+  const std::string dir = mkdtemp(dir_template);
+  GlooOptions o;
+  o.rank = 0;
+  o.world_size = 2;
+  o.file_store_dir = dir;
+  o.timeout = absl::Milliseconds(300);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateGlooCommunicator(o);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(comm.status().code(), absl::StatusCode::kDeadlineExceeded) << comm.status();
+  EXPECT_NE(comm.status().message().find("rendezvous of rank 0 of 2"), std::string::npos)
+      << comm.status();
+}
+
 }  // namespace
 }  // namespace moeserve::parallel
