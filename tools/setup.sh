@@ -10,6 +10,8 @@ packages=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libsentencepiece-dev nlohmann-json3-dev libcli11-dev libboost-dev
   libgtest-dev libgmock-dev clang-format-14
+  # parallel/comm/gloo_communicator: expert parallelism between CPU processes
+  libgloo-dev
   # tools/sanitize.sh and tools/fuzz.sh: clang with libFuzzer and the sanitizer runtimes, clang's
   # OpenMP runtime (libomp; its libarcher tells TSan about OpenMP), llvm-symbolizer for stacks
   clang-14 libclang-rt-14-dev libomp-14-dev llvm-14
