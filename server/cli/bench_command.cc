@@ -30,6 +30,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/random_fill.h"
 #include "nlohmann/json.hpp"
 #include "parallel/moe/moe_layer.h"
@@ -123,6 +124,9 @@ int RunBench(const BenchFlags& f) {
       {"decode_tok_s", static_cast<double>(f.batch * f.gen_len) / decode},
       {"decode_ms_per_step", 1000.0 * decode / static_cast<double>(f.gen_len)},
   };
+  if (session->backend->device() == kernels::Device::kCpu) {
+    j["cpu_kernels"] = std::string(kernels::cpu::CpuIsaName(kernels::cpu::ActiveCpuIsa()));
+  }
   std::cout << j.dump() << "\n";
   return 0;
 }
