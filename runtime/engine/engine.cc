@@ -84,11 +84,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     int64_t blocks = options.kv_blocks;
     if (blocks == 0 && options.gpu_memory_utilization > 0 &&
         model.backend().device() == kernels::Device::kCuda) {
-      MOESERVE_ASSIGN_OR_RETURN(blocks, KvBlocksForMemoryUtilization(
-                                            model.backend(), model.KvShape(options.kv_block_size, 0),
-                                            options.gpu_memory_utilization, impl->max_model_len_));
-      spdlog::info("rank {}: kv cache of {} blocks of {} tokens from --gpu-memory-utilization={}", r,
-                   blocks, options.kv_block_size, options.gpu_memory_utilization);
+      MOESERVE_ASSIGN_OR_RETURN(
+          blocks,
+          KvBlocksForMemoryUtilization(model.backend(), model.KvShape(options.kv_block_size, 0),
+                                       options.gpu_memory_utilization, impl->max_model_len_));
+      spdlog::info("rank {}: kv cache of {} blocks of {} tokens from --gpu-memory-utilization={}",
+                   r, blocks, options.kv_block_size, options.gpu_memory_utilization);
     } else if (blocks == 0) {
       const KvCacheShape unit = model.KvShape(options.kv_block_size, 1);
       const int64_t bytes_per_block = 2 * unit.num_layers * unit.bytes_per_block();

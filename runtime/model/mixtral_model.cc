@@ -516,9 +516,8 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   for (int64_t i = 0; samples_every_row && sampling != nullptr && i < N; ++i) {
     samples_every_row = sampling->sequences[static_cast<size_t>(i)] == i;
   }
-  int64_t bucket = decode_only && samples_every_row && !expert_parallel()
-                       ? DecodeBucket(graph_options_, S)
-                       : 0;
+  int64_t bucket =
+      decode_only && samples_every_row && !expert_parallel() ? DecodeBucket(graph_options_, S) : 0;
   int32_t padding_block = -1;
   if (bucket > S) {
     const std::optional<int32_t> block = pool.PaddingBlock(be);
