@@ -16,9 +16,13 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/attention_tile.h"
 #include "kernels/cpu/kernel_isa.h"
+#include "tests/unit/test_vectors.h"
 
 namespace moeserve::kernels {
 namespace {
+
+using test::RandomVector;
+using test::SameBits;
 
 using cpu::KernelIsa;
 
@@ -28,17 +32,6 @@ std::vector<KernelIsa> IsasPresent() {
     if (isa <= cpu::SupportedKernelIsa()) isas.push_back(isa);
   }
   return isas;
-}
-
-std::vector<float> RandomVector(size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-bool SameBits(const float* a, const float* b, size_t n) {
-  return std::memcmp(a, b, n * sizeof(float)) == 0;
 }
 
 struct Shape {

@@ -16,19 +16,14 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/moe.h"
 #include "kernels/dtype.h"
+#include "tests/unit/test_vectors.h"
 
 namespace moeserve::kernels {
 namespace {
 
-using cpu::CpuIsa;
+using test::RandomVector;
 
-std::vector<float> RandomVector(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using cpu::CpuIsa;
 
 // Weights [n, k] stored as dtype: the bytes, and the values they hold as fp32.
 struct Weights {

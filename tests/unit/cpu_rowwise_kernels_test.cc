@@ -13,21 +13,13 @@
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/sampling.h"
+#include "tests/unit/test_vectors.h"
 
 namespace moeserve::kernels {
 namespace {
 
-std::vector<float> RandomVector(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-bool SameBits(const float* a, const float* b, size_t n) {
-  return std::memcmp(a, b, n * sizeof(float)) == 0;
-}
+using test::RandomVector;
+using test::SameBits;
 
 TEST(CpuRowKernelsTest, RmsNormRowsAreTheSameAloneInABatchAndOnTwoThreads) {
   // 300 x 256 is above the threading threshold; hidden 250 leaves a lane tail.

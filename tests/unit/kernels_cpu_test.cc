@@ -17,17 +17,12 @@
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/router.h"
 #include "parallel/moe/dispatch_plan.h"
+#include "tests/unit/test_vectors.h"
 
 namespace moeserve::kernels {
 namespace {
 
-std::vector<float> RandomVector(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using test::RandomVector;
 
 // Stores `v` as dtype t; returns the bytes and (through `rounded`) the values actually stored.
 std::vector<uint16_t> ToHalf(const std::vector<float>& v, DType t, std::vector<float>* rounded) {
