@@ -36,6 +36,7 @@
 #include "kernels/dtype.h"
 #include "parallel/moe/ep_moe_layer.h"
 #include "parallel/moe/moe_layer.h"
+#include "tests/unit/moe_layer_fixture.h"
 
 extern char** environ;
 
@@ -48,47 +49,12 @@ constexpr char kChildEnv[] = "MOESERVE_GLOO_CHILD";  // "scenario,rank,world,sto
 // The EP layer, its weights and inputs: deterministic from seeds, so that every child and the
 // parent build the same ones (same construction as ep_moe_layer_test.cc).
 
-struct Layer {
-  MoeLayerShape shape;
-  std::vector<std::vector<uint8_t>> storage;
-  MoeLayerWeights weights;
-};
-
-uint64_t Next(uint64_t& s) {
-  s = s * 6364136223846793005ull + 1442695040888963407ull;
-  return s >> 33;
-}
-float Uniform(uint64_t& s, float scale) {
-  return scale * (static_cast<float>(Next(s) % 20001) / 10000.0f - 1.0f);
-}
-
-kernels::TensorView MakeTensor(Layer& layer, std::vector<int64_t> shape, uint64_t seed,
-                               float scale) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  std::vector<uint8_t> bytes(static_cast<size_t>(n) * 4);
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = Uniform(seed, scale);
-    std::memcpy(bytes.data() + 4 * i, &v, 4);
-  }
-  layer.storage.push_back(std::move(bytes));
-  return {layer.storage.back().data(), kernels::DType::kF32, kernels::Device::kCpu, shape};
-}
+using test::Layer;
+using test::Uniform;
 
 constexpr int64_t kExperts = 8;
 
-std::unique_ptr<Layer> MakeLayer() {
-  auto layer = std::make_unique<Layer>();
-  layer->shape = {24, 20, kExperts, 2};
-  layer->storage.reserve(static_cast<size_t>(1 + 3 * kExperts));  // views point into it
-  layer->weights.gate = MakeTensor(*layer, {kExperts, 24}, 42, 0.8f);
-  for (int64_t e = 0; e < kExperts; ++e) {
-    layer->weights.experts.push_back({MakeTensor(*layer, {20, 24}, 42 + 10 * e + 1, 0.2f),
-                                      MakeTensor(*layer, {20, 24}, 42 + 10 * e + 2, 0.2f),
-                                      MakeTensor(*layer, {24, 20}, 42 + 10 * e + 3, 0.2f)});
-  }
-  return layer;
-}
+std::unique_ptr<Layer> MakeLayer() { return test::MakeLayer(kExperts, kernels::DType::kF32, 42); }
 
 // Tokens per rank (one rank with none at world size 4: it still joins every collective).
 std::vector<int64_t> EpTokens(int world) {
