@@ -78,6 +78,14 @@ absl::StatusOr<SkewProfile> ParseSkewProfile(const std::string& text) {
   SkewProfile p;
   p.text = text;
   const std::string& name = parts[0];
+  if (text == "off") {
+    // No skew, explicitly: what a request sends to opt out of the daemon's --router-skew. Zero
+    // strength adds exact zeros (kernels/ops/router.h), so routing is bitwise unskewed.
+    p.kind = SkewKind::kHot;
+    p.k = 1;
+    p.bias = 0.0f;
+    return p;
+  }
   auto int_at = [&](size_t i, int64_t* v) { return absl::SimpleAtoi(parts[i], v); };
   auto float_at = [&](size_t i, float* v) { return absl::SimpleAtof(parts[i], v); };
   if (name == "hot") {

@@ -15,7 +15,8 @@
 //                               (w*K + i) mod E for i < K, w = p / PERIOD. Keyed by position,
 //                               not by engine step, so a request's output does not depend on
 //                               how it was batched (reproducible).
-// A profile with zero strength (BIAS 0, S 0) is valid and adds exact zeros.
+//   off                         no skew: a request's way to opt out of the daemon's default
+// A profile with zero strength (BIAS 0, S 0, or off) is valid and adds exact zeros.
 #pragma once
 
 #include <cstdint>

@@ -226,6 +226,20 @@ TEST_F(SkewModelTest, ZeroStrengthProfilesAreBitwiseNoProfile) {
   EXPECT_FALSE(Bitwise(RunBatch(model(), *backend_, seqs).seqs[0].logits, want.seqs[0].logits));
 }
 
+// A request's "off" opts out of the model's default skew: bitwise the unskewed run, while the
+// sequence without its own profile in the same batch still gets the default.
+TEST_F(SkewModelTest, OffOptsARequestOutOfTheDefaultSkew) {
+  const std::vector<Seq> plain = {{Prompt(20, 1), nullptr}, {Prompt(7, 2), nullptr}};
+  const BatchRun want = RunBatch(model(), *backend_, plain);
+  ASSERT_TRUE(model().SetSkewProfile(*Profile("hot:2:8")).ok());
+  std::vector<Seq> seqs = plain;
+  seqs[0].skew = Profile("off");
+  const BatchRun got = RunBatch(model(), *backend_, seqs);
+  ASSERT_TRUE(model().SetSkewProfile(std::nullopt).ok());
+  EXPECT_TRUE(Bitwise(got.seqs[0].logits, want.seqs[0].logits));
+  EXPECT_FALSE(Bitwise(got.seqs[1].logits, want.seqs[1].logits));  // the default applied
+}
+
 // Expected prefill counts [layers][experts] for a decisive (huge-bias) profile with K = top_k:
 // every token's top 2 is exactly its hot set, so each hot expert gets one row per token.
 std::vector<std::vector<int64_t>> DecisiveCounts(const std::string& kind, int64_t layers,
