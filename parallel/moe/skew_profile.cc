@@ -14,7 +14,7 @@ namespace {
 
 constexpr char kSyntax[] =
     "expected one of E[,E...]:BIAS, hot:K[:BIAS], zipf:S, per-layer-hot:K[:BIAS[:SEED]], "
-    "drift:K:PERIOD[:BIAS]";
+    "drift:K:PERIOD[:BIAS], off";
 
 absl::Status Bad(const std::string& text, const std::string& why) {
   return absl::InvalidArgumentError(
