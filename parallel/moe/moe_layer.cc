@@ -1,19 +1,13 @@
 #include "parallel/moe/moe_layer.h"
 
 #include "absl/strings/str_cat.h"
+#include "kernels/base/buffer_sizes.h"
 #include "kernels/base/status_macros.h"
 #include "parallel/moe/moe_steps.h"
 
 namespace moeserve::parallel {
-namespace {
 
-// Bytes of `count` elements of `elem` bytes, rounded up to 256 so every sub-buffer is aligned.
-size_t Aligned(int64_t count, size_t elem) {
-  return (static_cast<size_t>(count) * elem + 255) / 256 * 256;
-}
-
-}  // namespace
-
+using kernels::AlignedBytes;
 absl::StatusOr<kernels::DeviceBuffer> BuildExpertTables(kernels::Backend& backend,
                                                         absl::Span<MoeLayerWeights* const> layers) {
   // Host image: per layer [w1 x E][w3 x E][w2 x E].
@@ -82,15 +76,15 @@ absl::Status MoeWorkspace::Reserve(kernels::Backend& backend, const MoeLayerShap
   const int64_t rows = capacity * shape.top_k;
   const size_t a = kernels::DTypeSize(act);
   const size_t sizes[] = {
-      Aligned(capacity * shape.num_experts, sizeof(float)),  // logits
-      Aligned(rows, sizeof(int32_t)),                        // expert_ids
-      Aligned(rows, sizeof(float)),                          // weights
-      Aligned(shape.num_experts + 1, sizeof(int32_t)),       // expert_offsets
-      Aligned(rows, sizeof(int32_t)),                        // permuted_token
-      Aligned(rows, sizeof(int32_t)),                        // combine_rows
-      Aligned(rows * shape.hidden, a),                       // permuted
-      Aligned(rows * shape.intermediate, a),                 // inter
-      Aligned(rows * shape.hidden, a),                       // expert_out
+      AlignedBytes(capacity * shape.num_experts, sizeof(float)),  // logits
+      AlignedBytes(rows, sizeof(int32_t)),                        // expert_ids
+      AlignedBytes(rows, sizeof(float)),                          // weights
+      AlignedBytes(shape.num_experts + 1, sizeof(int32_t)),       // expert_offsets
+      AlignedBytes(rows, sizeof(int32_t)),                        // permuted_token
+      AlignedBytes(rows, sizeof(int32_t)),                        // combine_rows
+      AlignedBytes(rows * shape.hidden, a),                       // permuted
+      AlignedBytes(rows * shape.intermediate, a),                 // inter
+      AlignedBytes(rows * shape.hidden, a),                       // expert_out
   };
   size_t total = 0;
   for (size_t s : sizes) total += s;

@@ -6,9 +6,13 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/base/buffer_sizes.h"
 #include "kernels/base/status_macros.h"
 
 namespace moeserve::runtime {
+
+using kernels::AlignedBytes;
+using kernels::GrowCapacity;
 namespace {
 
 kernels::RmsNormParams Norm(const void* x, int64_t rows, const kernels::TensorView& w, double eps,
@@ -24,18 +28,6 @@ kernels::RmsNormParams Norm(const void* x, int64_t rows, const kernels::TensorVi
   p.act_dtype = act;
   p.residual = residual;
   return p;
-}
-
-// Bytes of `count` elements of `elem` bytes, rounded up to 256 (alignment of every sub-buffer).
-size_t Aligned(int64_t count, size_t elem) {
-  return (static_cast<size_t>(count) * elem + 255) / 256 * 256;
-}
-
-// The smallest power of two >= n, and >= current (capacities only grow).
-int64_t GrowTo(int64_t current, int64_t n) {
-  int64_t c = std::max<int64_t>(current, 1);
-  while (c < n) c *= 2;
-  return c;
 }
 
 // Checks the batch and reserves KV blocks for its new tokens, all-or-nothing.
@@ -397,9 +389,11 @@ struct MixtralModel::StepBuffers {
   absl::Status Reserve(kernels::Backend& be, const ModelConfig& c, int64_t num_tokens,
                        int64_t num_seqs, int64_t max_blocks, int64_t num_rows,
                        int64_t num_history) {
-    const int64_t new_tokens = GrowTo(tokens, num_tokens), new_seqs = GrowTo(seqs, num_seqs),
-                  new_blocks = GrowTo(blocks, max_blocks), new_rows = GrowTo(rows, num_rows),
-                  new_history = GrowTo(history, num_history);
+    const int64_t new_tokens = GrowCapacity(tokens, num_tokens),
+                  new_seqs = GrowCapacity(seqs, num_seqs),
+                  new_blocks = GrowCapacity(blocks, max_blocks),
+                  new_rows = GrowCapacity(rows, num_rows),
+                  new_history = GrowCapacity(history, num_history);
     const size_t act = kernels::DTypeSize(be.activation_dtype());
     if (new_tokens != tokens || new_seqs != seqs || new_blocks != blocks || new_rows != rows ||
         new_history != history) {
@@ -410,19 +404,19 @@ struct MixtralModel::StepBuffers {
         at += bytes;
         return offset;
       };
-      ids = place(Aligned(T, sizeof(int32_t)));
-      positions = place(Aligned(T, sizeof(int32_t)));
-      slots = place(Aligned(T, sizeof(int64_t)));
-      logit_rows = place(Aligned(R, sizeof(int32_t)));
-      row_mask = place(Aligned(T, sizeof(float)));
-      row_identity = place(Aligned(T, sizeof(int32_t)));
-      query_start = place(Aligned(S + 1, sizeof(int32_t)));
-      context_lens = place(Aligned(S, sizeof(int32_t)));
-      block_tables = place(Aligned(S * B, sizeof(int32_t)));
-      sample_rows = place(Aligned(S, sizeof(kernels::SampleRow)));
-      history_tokens = place(Aligned(H, sizeof(int32_t)));
-      history_output_counts = place(Aligned(H, sizeof(int32_t)));
-      history_in_prompt = place(Aligned(H, sizeof(uint8_t)));
+      ids = place(AlignedBytes(T, sizeof(int32_t)));
+      positions = place(AlignedBytes(T, sizeof(int32_t)));
+      slots = place(AlignedBytes(T, sizeof(int64_t)));
+      logit_rows = place(AlignedBytes(R, sizeof(int32_t)));
+      row_mask = place(AlignedBytes(T, sizeof(float)));
+      row_identity = place(AlignedBytes(T, sizeof(int32_t)));
+      query_start = place(AlignedBytes(S + 1, sizeof(int32_t)));
+      context_lens = place(AlignedBytes(S, sizeof(int32_t)));
+      block_tables = place(AlignedBytes(S * B, sizeof(int32_t)));
+      sample_rows = place(AlignedBytes(S, sizeof(kernels::SampleRow)));
+      history_tokens = place(AlignedBytes(H, sizeof(int32_t)));
+      history_output_counts = place(AlignedBytes(H, sizeof(int32_t)));
+      history_in_prompt = place(AlignedBytes(H, sizeof(uint8_t)));
       index_bytes = at;
       MOESERVE_ASSIGN_OR_RETURN(host_index, be.AllocateHost(index_bytes));
       MOESERVE_ASSIGN_OR_RETURN(device_index, be.Allocate(index_bytes));
@@ -431,10 +425,11 @@ struct MixtralModel::StepBuffers {
       const int64_t T = new_tokens;
       const int64_t q_width = c.num_attention_heads * c.head_dim;
       const int64_t kv_width = c.num_key_value_heads * c.head_dim;
-      const size_t sizes[] = {Aligned(T * c.hidden_size, act), Aligned(T * c.hidden_size, act),
-                              Aligned(T * c.hidden_size, act), Aligned(T * q_width, act),
-                              Aligned(T * q_width, act),       Aligned(T * kv_width, act),
-                              Aligned(T * kv_width, act)};
+      const size_t sizes[] = {
+          AlignedBytes(T * c.hidden_size, act), AlignedBytes(T * c.hidden_size, act),
+          AlignedBytes(T * c.hidden_size, act), AlignedBytes(T * q_width, act),
+          AlignedBytes(T * q_width, act),       AlignedBytes(T * kv_width, act),
+          AlignedBytes(T * kv_width, act)};
       size_t total = 0;
       for (size_t b : sizes) total += b;
       MOESERVE_ASSIGN_OR_RETURN(activations, be.Allocate(total));
@@ -446,9 +441,10 @@ struct MixtralModel::StepBuffers {
       }
     }
     if (new_rows != rows) {
-      const size_t act_bytes = Aligned(new_rows * c.hidden_size, act);
+      const size_t act_bytes = AlignedBytes(new_rows * c.hidden_size, act);
       MOESERVE_ASSIGN_OR_RETURN(
-          row_buffers, be.Allocate(act_bytes + Aligned(new_rows * c.vocab_size, sizeof(float))));
+          row_buffers,
+          be.Allocate(act_bytes + AlignedBytes(new_rows * c.vocab_size, sizeof(float))));
       rows_act = row_buffers.data();
       logits = reinterpret_cast<float*>(static_cast<char*>(row_buffers.data()) + act_bytes);
     }

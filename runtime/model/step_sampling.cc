@@ -5,23 +5,13 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/base/buffer_sizes.h"
 #include "kernels/base/status_macros.h"
 
 namespace moeserve::runtime {
-namespace {
 
-size_t Aligned(int64_t count, size_t elem) {
-  return (static_cast<size_t>(count) * elem + 255) / 256 * 256;
-}
-
-int64_t GrowTo(int64_t current, int64_t n) {
-  int64_t c = std::max<int64_t>(current, 1);
-  while (c < n) c *= 2;
-  return c;
-}
-
-}  // namespace
-
+using kernels::AlignedBytes;
+using kernels::GrowCapacity;
 int64_t StepSampling::max_top_logprobs() const {
   if (!logprobs) return 0;
   int64_t most = 0;
@@ -114,20 +104,20 @@ SampledToken SampledRows::row(int64_t i) const {
 
 DeviceSampler::Layout DeviceSampler::LayoutOf(int64_t rows, int64_t max_top, bool logprobs) {
   Layout l;
-  l.logprobs = Aligned(rows, sizeof(int32_t));
+  l.logprobs = AlignedBytes(rows, sizeof(int32_t));
   if (!logprobs) {
     l.top_tokens = l.top_logprobs = l.bytes = l.logprobs;
     return l;
   }
-  l.top_tokens = l.logprobs + Aligned(rows, sizeof(float));
-  l.top_logprobs = l.top_tokens + Aligned(rows * max_top, sizeof(int32_t));
-  l.bytes = l.top_logprobs + Aligned(rows * max_top, sizeof(float));
+  l.top_tokens = l.logprobs + AlignedBytes(rows, sizeof(float));
+  l.top_logprobs = l.top_tokens + AlignedBytes(rows * max_top, sizeof(int32_t));
+  l.bytes = l.top_logprobs + AlignedBytes(rows * max_top, sizeof(float));
   return l;
 }
 
 absl::Status DeviceSampler::Reserve(kernels::Backend& be, int64_t rows, int64_t vocab,
                                     int64_t max_top) {
-  const int64_t new_rows = GrowTo(rows_, rows);
+  const int64_t new_rows = GrowCapacity(rows_, rows);
   // max_top in [0, kMaxTopLogprobs]: reserve the whole range at once (a few bytes per row).
   const int64_t new_top = max_top > 0 ? std::max<int64_t>(max_top_, kMaxTopLogprobs) : max_top_;
   if (new_rows != rows_ || new_top != max_top_) {
