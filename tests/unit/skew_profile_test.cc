@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "runtime/model/model_loader.h"
 #include "runtime/model/random_model.h"
+#include "tests/golden/ep_harness.h"
 
 namespace moeserve::runtime {
 namespace {
@@ -114,16 +115,7 @@ TEST(SkewProfileTest, PerLayerHotAndDriftFollowTheirDefinitions) {
 
 // --- On a random model ---
 
-ModelConfig SmallConfig() {
-  ModelConfig c = *PresetConfig("tiny", 4);
-  c.vocab_size = 300;
-  c.hidden_size = 48;
-  c.head_dim = 12;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.intermediate_size = 40;
-  return c;
-}
+using ep_test::SmallConfig;  // 4 layers, 8 experts top-2, hidden 64
 
 struct Seq {
   std::vector<int32_t> prompt;
