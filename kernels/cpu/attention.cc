@@ -33,11 +33,11 @@ void KvWriteTyped(const KvWriteParams& p) {
   }
 }
 
-AttentionTileFn TileFunction(KernelIsa isa) {
-  switch (std::min(isa, SupportedKernelIsa())) {
-    case KernelIsa::kAvx512:
+AttentionTileFn TileFunction(CpuIsa isa) {
+  switch (std::min(isa, DetectCpuIsa())) {
+    case CpuIsa::kAvx512:
       return &AttentionTileAvx512;
-    case KernelIsa::kAvx2:
+    case CpuIsa::kAvx2:
       return &AttentionTileAvx2;
     default:
       return &AttentionTileScalar;
@@ -191,7 +191,7 @@ void KvWrite(const KvWriteParams& p) {
   });
 }
 
-void PagedAttention(const PagedAttentionParams& p, KernelIsa isa) {
+void PagedAttention(const PagedAttentionParams& p, CpuIsa isa) {
   const AttentionTileFn tile_fn = TileFunction(isa);
   DispatchAct(p.act_dtype, [&](auto a) {
     DispatchAct(p.kv_dtype,
@@ -199,6 +199,6 @@ void PagedAttention(const PagedAttentionParams& p, KernelIsa isa) {
   });
 }
 
-void PagedAttention(const PagedAttentionParams& p) { PagedAttention(p, ActiveKernelIsa()); }
+void PagedAttention(const PagedAttentionParams& p) { PagedAttention(p, ActiveCpuIsa()); }
 
 }  // namespace moeserve::kernels::cpu

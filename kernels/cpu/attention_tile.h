@@ -1,7 +1,7 @@
 // One tile of paged attention: up to kAttentionTileRows query rows of one (sequence, kv head)
 // against that sequence's keys, in fp32. kernels/cpu/attention.cc builds the tiles (paging,
 // dtype conversion, threads); attention_{scalar,avx2,avx512}.cc compute them, each built with
-// its own instruction set and picked at run time (kernel_isa.h).
+// its own instruction set and picked at run time (cpu_features.h).
 //
 // Every float the tile produces is one sequential chain, never a tree whose shape depends on the
 // vector width, so the three paths give identical bits and a row's result does not depend on
@@ -41,7 +41,7 @@ struct AttentionTile {
 using AttentionTileFn = void (*)(const AttentionTile& tile);
 
 void AttentionTileScalar(const AttentionTile& tile);
-// Only call these where SupportedKernelIsa() allows them.
+// Only call these where DetectCpuIsa() allows them.
 void AttentionTileAvx2(const AttentionTile& tile);
 void AttentionTileAvx512(const AttentionTile& tile);
 

@@ -57,6 +57,18 @@ std::string_view CpuIsaName(CpuIsa isa) {
   return "?";
 }
 
+std::optional<CpuIsa> ParseCpuIsa(std::string_view name) {
+  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (name == CpuIsaName(isa)) return isa;
+  }
+  return std::nullopt;
+}
+
+CpuIsa ClampCpuIsa(std::string_view requested, CpuIsa supported) {
+  const std::optional<CpuIsa> isa = ParseCpuIsa(requested);
+  return isa && static_cast<int>(*isa) < static_cast<int>(supported) ? *isa : supported;
+}
+
 CpuIsa DetectCpuIsa() {
   static const CpuIsa detected = Detect();
   return detected;
@@ -78,16 +90,10 @@ CpuIsa ActiveCpuIsa() {
     std::string note;
     if (const char* env = std::getenv("MOESERVE_CPU_ISA"); env != nullptr && *env != '\0') {
       const std::string_view want(env);
-      bool known = false;
-      for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
-        if (want == CpuIsaName(isa)) {
-          chosen = Clamp(isa);
-          known = true;
-        }
-      }
-      note = known ? " (MOESERVE_CPU_ISA=" + std::string(want) + ")"
-                   : " (MOESERVE_CPU_ISA=" + std::string(want) +
-                         " is not one of avx512, avx2, scalar: ignored)";
+      chosen = ClampCpuIsa(want, detected);
+      note = ParseCpuIsa(want) ? " (MOESERVE_CPU_ISA=" + std::string(want) + ")"
+                               : " (MOESERVE_CPU_ISA=" + std::string(want) +
+                                     " is not one of avx512, avx2, scalar: ignored)";
     }
     int expected = -1;
     g_active.compare_exchange_strong(expected, static_cast<int>(chosen));

@@ -9,6 +9,7 @@
 // benchmarks; call it while no kernel runs.
 #pragma once
 
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -22,6 +23,12 @@ enum class CpuIsa : int {
 };
 
 std::string_view CpuIsaName(CpuIsa isa);
+
+// "scalar", "avx2" or "avx512" (a MOESERVE_CPU_ISA value); nothing for any other text.
+std::optional<CpuIsa> ParseCpuIsa(std::string_view name);
+// A MOESERVE_CPU_ISA value clamped to `supported`; unset-like values ("", "auto", unknown text)
+// mean `supported`.
+CpuIsa ClampCpuIsa(std::string_view requested, CpuIsa supported);
 
 // The best path this CPU (and this build) supports.
 CpuIsa DetectCpuIsa();

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "kernels/cpu/act.h"
-#include "kernels/cpu/kernel_isa.h"
+#include "kernels/cpu/kernel_clones.h"
 
 namespace moeserve::kernels::cpu {
 

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <limits>
 
-#include "kernels/cpu/kernel_isa.h"
+#include "kernels/cpu/kernel_clones.h"
 
 namespace moeserve::kernels::cpu {
 namespace {

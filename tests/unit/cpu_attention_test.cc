@@ -15,7 +15,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/attention_tile.h"
-#include "kernels/cpu/kernel_isa.h"
+#include "kernels/cpu/cpu_features.h"
 #include "tests/unit/test_vectors.h"
 
 namespace moeserve::kernels {
@@ -24,12 +24,12 @@ namespace {
 using test::RandomVector;
 using test::SameBits;
 
-using cpu::KernelIsa;
+using cpu::CpuIsa;
 
-std::vector<KernelIsa> IsasPresent() {
-  std::vector<KernelIsa> isas;
-  for (KernelIsa isa : {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512}) {
-    if (isa <= cpu::SupportedKernelIsa()) isas.push_back(isa);
+std::vector<CpuIsa> IsasPresent() {
+  std::vector<CpuIsa> isas;
+  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (isa <= cpu::DetectCpuIsa()) isas.push_back(isa);
   }
   return isas;
 }
@@ -139,7 +139,7 @@ Batch MakeBatch(const Pool& pool, const std::vector<Entry>& entries) {
   return b;
 }
 
-std::vector<float> RunAttention(const Batch& b, KernelIsa isa) {
+std::vector<float> RunAttention(const Batch& b, CpuIsa isa) {
   std::vector<float> out(static_cast<size_t>(b.p.num_tokens * b.p.num_q_heads * b.p.head_dim), NAN);
   PagedAttentionParams p = b.p;
   p.out = out.data();
@@ -194,7 +194,7 @@ TEST(CpuAttentionTest, MatchesFloat64OracleOnEveryPath) {
     const std::vector<Entry> entries = {{0, 33, 33}, {1, 50, 1}, {2, 29, 7},
                                         {3, 1, 1},   {4, 5, 0},  {5, 70, 20}};
     const Batch b = MakeBatch(pool, entries);
-    for (KernelIsa isa : IsasPresent()) {
+    for (CpuIsa isa : IsasPresent()) {
       const std::vector<float> out = RunAttention(b, isa);
       int64_t token = 0;
       double worst = 0;
@@ -210,7 +210,7 @@ TEST(CpuAttentionTest, MatchesFloat64OracleOnEveryPath) {
         }
       }
       // |v| <= 1: the output is a convex combination of V rows.
-      EXPECT_LT(worst, 2e-6) << "isa " << cpu::KernelIsaName(isa) << " hq " << s.hq << " d " << s.d
+      EXPECT_LT(worst, 2e-6) << "isa " << cpu::CpuIsaName(isa) << " hq " << s.hq << " d " << s.d
                              << " window " << s.window;
     }
   }
@@ -236,7 +236,7 @@ TEST(CpuAttentionTest, TokenBitsDoNotDependOnBatchChunkingDecodeOrPath) {
     const int64_t len = 37;
     const Pool pool(s, {len, 20, 12}, 7);
     const std::vector<float> alone =
-        RunAttention(MakeBatch(pool, {{0, len, len}}), KernelIsa::kScalar);
+        RunAttention(MakeBatch(pool, {{0, len, len}}), CpuIsa::kScalar);
     const size_t token_floats = static_cast<size_t>(s.hq * s.d);
     auto expect_same = [&](const std::vector<float>& out, const std::vector<Entry>& entries,
                            int64_t pos, const char* what) {
@@ -246,7 +246,7 @@ TEST(CpuAttentionTest, TokenBitsDoNotDependOnBatchChunkingDecodeOrPath) {
           << what << " position " << pos << " hq " << s.hq << " d " << s.d << " window "
           << s.window;
     };
-    for (KernelIsa isa : IsasPresent()) {
+    for (CpuIsa isa : IsasPresent()) {
       // In a mixed batch, behind a decode and before a chunk.
       const std::vector<Entry> mixed = {{1, 20, 1}, {0, len, len}, {2, 12, 5}};
       const std::vector<float> mixed_out = RunAttention(MakeBatch(pool, mixed), isa);
@@ -282,7 +282,7 @@ TEST(CpuAttentionTest, OneAndTwoThreadsGiveTheSameBits) {
   }
   EXPECT_TRUE(SameBits(outs[0].data(), outs[1].data(), outs[0].size()));
   // And the same bits as the scalar path.
-  const std::vector<float> scalar = RunAttention(b, KernelIsa::kScalar);
+  const std::vector<float> scalar = RunAttention(b, CpuIsa::kScalar);
   EXPECT_TRUE(SameBits(outs[0].data(), scalar.data(), scalar.size()));
 }
 
@@ -301,7 +301,7 @@ TEST(CpuAttentionTest, Bf16CacheAndActivationsAreTheFp32PathOnRoundedValues) {
   for (size_t i = 0; i < k16.size(); ++i) k16[i] = F32ToBf16(pool.k_cache[i]);
   for (size_t i = 0; i < v16.size(); ++i) v16[i] = F32ToBf16(pool.v_cache[i]);
   for (size_t i = 0; i < q16.size(); ++i) q16[i] = F32ToBf16(b.q[i]);
-  for (KernelIsa isa : IsasPresent()) {
+  for (CpuIsa isa : IsasPresent()) {
     const std::vector<float> want = RunAttention(b, isa);
     std::vector<uint16_t> out16(want.size());
     PagedAttentionParams p = b.p;
@@ -314,7 +314,7 @@ TEST(CpuAttentionTest, Bf16CacheAndActivationsAreTheFp32PathOnRoundedValues) {
     ASSERT_TRUE(Validate(p).ok());
     cpu::PagedAttention(p, isa);
     for (size_t i = 0; i < want.size(); ++i) {
-      ASSERT_EQ(out16[i], F32ToBf16(want[i])) << i << " isa " << cpu::KernelIsaName(isa);
+      ASSERT_EQ(out16[i], F32ToBf16(want[i])) << i << " isa " << cpu::CpuIsaName(isa);
     }
   }
 }
@@ -334,13 +334,13 @@ TEST(CpuAttentionTest, ExpIsWithinThreeUlpOfStdExpAndZeroBelowTheNormalRange) {
   EXPECT_EQ(cpu::AttentionExpForTest(std::numeric_limits<float>::quiet_NaN()), 0.0f);
 }
 
-TEST(KernelIsaTest, RequestsAreClampedToTheCpu) {
-  EXPECT_EQ(cpu::ClampKernelIsa("avx512", KernelIsa::kAvx2), KernelIsa::kAvx2);
-  EXPECT_EQ(cpu::ClampKernelIsa("avx2", KernelIsa::kAvx512), KernelIsa::kAvx2);
-  EXPECT_EQ(cpu::ClampKernelIsa("scalar", KernelIsa::kAvx512), KernelIsa::kScalar);
-  EXPECT_EQ(cpu::ClampKernelIsa("auto", KernelIsa::kAvx2), KernelIsa::kAvx2);
-  EXPECT_EQ(cpu::ClampKernelIsa("sse9", KernelIsa::kAvx512), KernelIsa::kAvx512);
-  EXPECT_LE(cpu::ActiveKernelIsa(), cpu::SupportedKernelIsa());
+TEST(CpuIsaTest, RequestsAreClampedToTheCpu) {
+  EXPECT_EQ(cpu::ClampCpuIsa("avx512", CpuIsa::kAvx2), CpuIsa::kAvx2);
+  EXPECT_EQ(cpu::ClampCpuIsa("avx2", CpuIsa::kAvx512), CpuIsa::kAvx2);
+  EXPECT_EQ(cpu::ClampCpuIsa("scalar", CpuIsa::kAvx512), CpuIsa::kScalar);
+  EXPECT_EQ(cpu::ClampCpuIsa("auto", CpuIsa::kAvx2), CpuIsa::kAvx2);
+  EXPECT_EQ(cpu::ClampCpuIsa("sse9", CpuIsa::kAvx512), CpuIsa::kAvx512);
+  EXPECT_LE(cpu::ActiveCpuIsa(), cpu::DetectCpuIsa());
 }
 
 }  // namespace
