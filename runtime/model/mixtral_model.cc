@@ -363,7 +363,8 @@ struct MixtralModel::StepBuffers {
   }
 
   // Rows num_tokens .. bucket-1 of a decode step (one token per sequence) become padding rows
-  // (decode_graphs.h); row_mask is 1 for the real rows and 0 for these.
+  // (decode_graphs.h); row_mask is 1 for the real rows and 0 for these. The LM head runs on one
+  // row per token, padding included: rows [0, num_tokens) are the sampled and the kept rows.
   void FillPaddingRows(int64_t num_tokens, int64_t bucket, int32_t padding_block) {
     int32_t* ids_h = Host<int32_t>(ids);
     float* mask = Host<float>(row_mask);
@@ -371,12 +372,12 @@ struct MixtralModel::StepBuffers {
     for (int64_t t = 0; t < bucket; ++t) {
       mask[t] = t < num_tokens ? 1.0f : 0.0f;
       identity[t] = static_cast<int32_t>(t);
+      Host<int32_t>(logit_rows)[t] = static_cast<int32_t>(t);
     }
     for (int64_t t = num_tokens; t < bucket; ++t) {  // row t is padding sequence t
       ids_h[t] = 0;
       Host<int32_t>(positions)[t] = 0;
       Host<int64_t>(slots)[t] = -1;  // KvWrite skips it
-      Host<int32_t>(logit_rows)[t] = static_cast<int32_t>(t);
       Host<int32_t>(query_start)[t + 1] = static_cast<int32_t>(t + 1);
       Host<int32_t>(context_lens)[t] = 1;
       int32_t* table = Host<int32_t>(block_tables) + t * blocks;
@@ -586,11 +587,7 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
       upload_bytes = B.history_in_prompt + static_cast<size_t>(H);
     }
   }
-  if (bucket > 0) {
-    B.FillPaddingRows(T, bucket, padding_block);  // T == S: one token each
-    // One LM-head row per token, padding included (see above).
-    for (int64_t i = 0; i < bucket; ++i) logit_rows[i] = static_cast<int32_t>(i);
-  }
+  if (bucket > 0) B.FillPaddingRows(T, bucket, padding_block);  // T == S: one token each
   if (!keep_logits) out->row_offsets.clear();
   MOESERVE_RETURN_IF_ERROR(
       be.CopyToDeviceAsync(B.device_index.data(), B.host_index.data(), upload_bytes));
