@@ -16,6 +16,7 @@
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/matmul_pack.h"
 #include "kernels/dtype.h"
 
 namespace {
@@ -42,8 +43,11 @@ struct Rate {
 // Median rates of `repeat` runs, each calling the matmul until min_seconds have passed.
 Rate Measure(const Shape& s, const std::vector<float>& x, const std::vector<uint16_t>& w,
              std::vector<float>& y, int repeat, double min_seconds) {
-  const moeserve::kernels::MatmulParams p{x.data(), w.data(), DType::kBF16, y.data(),
-                                          s.m,      s.n,      s.k};
+  // Weights packed once, as the model loader does (kernels/cpu/matmul_pack.h).
+  std::vector<uint8_t> packed(cpu::PackedBytes(DType::kBF16, s.n, s.k));
+  cpu::PackWeight(w.data(), DType::kBF16, s.n, s.k, packed.data());
+  moeserve::kernels::MatmulParams p{x.data(), packed.data(), DType::kBF16, y.data(), s.m, s.n, s.k};
+  p.w_layout = moeserve::kernels::WeightLayout::kCpuPanels;
   cpu::Matmul(p);  // warm up: threads, caches, page faults
   std::vector<double> walls, cpus;
   for (int r = 0; r < repeat; ++r) {

@@ -104,4 +104,9 @@ inline float LoadAsF32(const void* base, DType t, size_t i) {
   }
 }
 
+// How a 2-D matmul weight [n, k] lies in memory. kRows: torch.nn.Linear rows, what checkpoints
+// hold and what every backend takes. kCpuPanels: the CPU matmul's packed panels
+// (kernels/cpu/matmul_pack.h), made once at load for the CPU backend; never given to another.
+enum class WeightLayout : uint8_t { kRows, kCpuPanels };
+
 }  // namespace moeserve::kernels

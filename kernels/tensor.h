@@ -24,7 +24,8 @@ struct TensorView {
   const void* data = nullptr;
   DType dtype = DType::kF32;
   Device device = Device::kCpu;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;  // logical shape ([n, k] for a matmul weight, whatever the layout)
+  WeightLayout layout = WeightLayout::kRows;
 
   int64_t numel() const {
     int64_t n = 1;

@@ -13,27 +13,25 @@
 namespace moeserve::kernels::cpu {
 namespace {
 
-// Output tiles, the unit of work a thread takes: kTileRows x rows by up to kTileCols weight rows.
-// A tile's weight rows (converted to fp32 when there are many x rows) stay in L2 while the x rows
-// stream past them. Which thread computes a tile never changes its bits (matmul_tile.h).
-constexpr int64_t kTileRows = 64;
-int64_t TileCols(int64_t k) {
-  // ~256 KiB of fp32 weights per tile, 16..64 rows.
-  const int64_t rows = (int64_t{256} << 10) / (4 * RoundUpToChunk(k)) / kChunk * kChunk;
-  return std::clamp<int64_t>(rows, kChunk, 64);
-}
+// Output tiles, the unit of work a thread takes: up to kTileRows x rows by kTilePanels packed
+// weight panels (128 columns). A tile's panels stay in L2 and its x rows in L1 while the
+// register blocks (matmul_avx512.cc) sweep them. Which thread computes a tile never changes its
+// bits (matmul_tile.h).
+constexpr int64_t kTileRows = 48;
+constexpr int64_t kTilePanels = 4;
+constexpr int64_t kTileCols = kTilePanels * kPanelCols;
 
-using TileFn = void (*)(const MatmulTileArgs&);
-TileFn TileFunction() {
+using BlockFn = void (*)(const MatmulBlockArgs&);
+BlockFn BlockFunction() {
   switch (ActiveCpuIsa()) {
 #if defined(MOESERVE_X86_KERNELS)
     case CpuIsa::kAvx512:
-      return MatmulTileAvx512;
+      return MatmulBlockAvx512;
     case CpuIsa::kAvx2:
-      return MatmulTileAvx2;
+      return MatmulBlockAvx2;
 #endif
     default:
-      return MatmulTileScalar;
+      return MatmulBlockScalar;
   }
 }
 
@@ -51,7 +49,7 @@ struct AlignedBuffer {
   }
 };
 struct ThreadBuffers {
-  AlignedBuffer scratch, gate, up;
+  AlignedBuffer gate, up;
 };
 ThreadBuffers& LocalBuffers() {
   thread_local ThreadBuffers buffers;
@@ -59,9 +57,9 @@ ThreadBuffers& LocalBuffers() {
 }
 
 // One GEMM of a call: y [m, n] (y_dtype, row stride n) = x [m, :] @ w^T; with w_up the fused
-// SwiGLU form y = silu(x @ w^T) * (x @ w_up^T), both in fp32, rounded once.
+// SwiGLU form y = silu(x @ w^T) * (x @ w_up^T), both in fp32, rounded once. w, w_up: packed.
 struct Gemm {
-  const float* x = nullptr;  // [m, ldx], padded as MatmulTileArgs requires
+  const float* x = nullptr;  // [m, ldx] fp32
   int64_t m = 0;
   const void* w = nullptr;
   const void* w_up = nullptr;
@@ -70,24 +68,22 @@ struct Gemm {
 };
 
 // Runs every tile of every GEMM in one parallel region; tiles are handed out dynamically so that
-// a core slowed by another process does not hold up the others.
+// a core slowed by another process does not hold up the others. w_dtype: the packed dtype.
 void RunGemms(const std::vector<Gemm>& gemms, DType w_dtype, int64_t n, int64_t k, int64_t ldx) {
-  const int64_t tile_cols = TileCols(k);
-  const int64_t col_tiles = (n + tile_cols - 1) / tile_cols;
+  const int64_t col_tiles = (NumPanels(n) + kTilePanels - 1) / kTilePanels;
   std::vector<int64_t> first_tile(gemms.size() + 1, 0);  // prefix sums of tiles per GEMM
   for (size_t g = 0; g < gemms.size(); ++g) {
     first_tile[g + 1] = first_tile[g] + (gemms[g].m + kTileRows - 1) / kTileRows * col_tiles;
   }
   const int64_t tiles = first_tile.back();
   if (tiles == 0) return;
-  const TileFn tile_fn = TileFunction();
-  const size_t w_elem = DTypeSize(w_dtype);
+  const BlockFn block_fn = BlockFunction();
+  const size_t panel_bytes = static_cast<size_t>(k * kPanelCols) * DTypeSize(w_dtype);
 #pragma omp parallel if (tiles > 1)
   {
     ThreadBuffers& buffers = LocalBuffers();
-    float* const scratch = buffers.scratch.Get(MatmulTileScratchFloats(tile_cols, k));
-    float* const gate = buffers.gate.Get(kTileRows * tile_cols);
-    float* const up = buffers.up.Get(kTileRows * tile_cols);
+    float* const gate = buffers.gate.Get(kTileRows * kTileCols);
+    float* const up = buffers.up.Get(kTileRows * kTileCols);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tiles; ++t) {
       const size_t g = static_cast<size_t>(
@@ -96,32 +92,32 @@ void RunGemms(const std::vector<Gemm>& gemms, DType w_dtype, int64_t n, int64_t 
       const int64_t local = t - first_tile[g];
       // Column tiles inner: neighbouring tiles share x rows.
       const int64_t row0 = local / col_tiles * kTileRows;
-      const int64_t col0 = local % col_tiles * tile_cols;
+      const int64_t panel0 = local % col_tiles * kTilePanels;
+      const int64_t col0 = panel0 * kPanelCols;
       const int64_t rows = std::min(kTileRows, gemm.m - row0);
-      const int64_t cols = std::min(tile_cols, n - col0);
-      MatmulTileArgs a;
+      const int64_t cols = std::min(kTileCols, n - col0);
+      MatmulBlockArgs a;
       a.x = gemm.x + row0 * ldx;
       a.ldx = ldx;
       a.m = rows;
-      a.w = static_cast<const char*>(gemm.w) + static_cast<size_t>(col0 * k) * w_elem;
+      a.w = static_cast<const char*>(gemm.w) + static_cast<size_t>(panel0) * panel_bytes;
       a.w_dtype = w_dtype;
-      a.n = cols;
-      a.w_rows_before = col0;
+      a.panels = NumPanels(cols);
+      a.cols = cols;
       a.k = k;
-      a.scratch = scratch;
       if (gemm.w_up == nullptr && gemm.y_dtype == DType::kF32) {  // straight into y
         a.y = static_cast<float*>(gemm.y) + row0 * n + col0;
         a.ldy = n;
-        tile_fn(a);
+        block_fn(a);
         continue;
       }
       a.y = gate;
       a.ldy = cols;
-      tile_fn(a);
+      block_fn(a);
       if (gemm.w_up != nullptr) {
-        a.w = static_cast<const char*>(gemm.w_up) + static_cast<size_t>(col0 * k) * w_elem;
+        a.w = static_cast<const char*>(gemm.w_up) + static_cast<size_t>(panel0) * panel_bytes;
         a.y = up;
-        tile_fn(a);
+        block_fn(a);
       }
       DispatchAct(gemm.y_dtype, [&](auto tag) {
         using T = decltype(tag);
@@ -145,25 +141,30 @@ void RunGemms(const std::vector<Gemm>& gemms, DType w_dtype, int64_t n, int64_t 
   }
 }
 
-// x [rows, k] of dtype as fp32 rows of stride *ldx, zero-padded to a whole chunk when k is not
-// (MatmulTileArgs): x itself when possible, else a converted copy in *storage.
+// x [rows, k] of dtype as fp32 rows of stride *ldx: x itself when fp32, else a converted copy in
+// *storage.
 const float* PrepareX(const void* x, DType dtype, int64_t rows, int64_t k,
                       std::vector<float>* storage, int64_t* ldx) {
-  const int64_t kp = RoundUpToChunk(k);
-  *ldx = kp;
-  if (dtype == DType::kF32 && kp == k) return static_cast<const float*>(x);
-  storage->assign(static_cast<size_t>(rows * kp), 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* dst = storage->data() + r * kp;
-    if (dtype == DType::kF32) {
-      std::copy_n(static_cast<const float*>(x) + r * k, k, dst);
-    } else {
-      const Bf16* src = static_cast<const Bf16*>(x) + r * k;
-      for (int64_t i = 0; i < k; ++i) dst[i] = ToF32(src[i]);
-    }
-  }
+  *ldx = k;
+  if (dtype == DType::kF32) return static_cast<const float*>(x);
+  storage->resize(static_cast<size_t>(rows * k));
+  const Bf16* src = static_cast<const Bf16*>(x);
+  for (int64_t i = 0; i < rows * k; ++i) (*storage)[static_cast<size_t>(i)] = ToF32(src[i]);
   return storage->data();
 }
+
+// Weights given as rows (tests, tools, models not packed at load) are packed here for the call:
+// the same panels, hence the same bits, as weights packed at load, at the cost of one pass over
+// them per call.
+struct PackedForCall {
+  std::vector<std::unique_ptr<void, decltype(&std::free)>> buffers;
+  const void* Pack(const void* w, DType dtype, int64_t n, int64_t k) {
+    const size_t bytes = (PackedBytes(dtype, n, k) + 63) / 64 * 64;
+    buffers.emplace_back(std::aligned_alloc(64, bytes), &std::free);
+    PackWeight(w, dtype, n, k, buffers.back().get());
+    return buffers.back().get();
+  }
+};
 
 }  // namespace
 
@@ -172,7 +173,10 @@ void Matmul(const MatmulParams& p) {
   std::vector<float> x_storage;
   int64_t ldx = 0;
   const float* x = PrepareX(p.x, p.x_dtype, p.m_rows, p.k, &x_storage, &ldx);
-  RunGemms({Gemm{x, p.m_rows, p.w, nullptr, p.y, p.y_dtype}}, p.w_dtype, p.n, p.k, ldx);
+  PackedForCall packed;
+  const void* w =
+      p.w_layout == WeightLayout::kCpuPanels ? p.w : packed.Pack(p.w, p.w_dtype, p.n, p.k);
+  RunGemms({Gemm{x, p.m_rows, w, nullptr, p.y, p.y_dtype}}, PackedDType(p.w_dtype), p.n, p.k, ldx);
 }
 
 void GroupedMatmul(const GroupedMatmulParams& p) {
@@ -182,17 +186,21 @@ void GroupedMatmul(const GroupedMatmulParams& p) {
   int64_t ldx = 0;
   const float* x = PrepareX(p.x, p.act_dtype, total_rows, p.k, &x_storage, &ldx);
   const size_t y_elem = DTypeSize(p.act_dtype);
+  PackedForCall packed;
+  auto weight = [&](const void* w) {
+    return p.w_layout == WeightLayout::kCpuPanels ? w : packed.Pack(w, p.w_dtype, p.n, p.k);
+  };
   std::vector<Gemm> gemms;
   for (int64_t e = 0; e < p.num_experts; ++e) {
     const int64_t row0 = p.expert_offsets[e];
     const int64_t rows = p.expert_offsets[e + 1] - row0;
     // An expert with rows but no weights writes nothing: callers must never route to it.
     if (rows <= 0 || p.w[e] == nullptr || (p.w_up != nullptr && p.w_up[e] == nullptr)) continue;
-    gemms.push_back(Gemm{x + row0 * ldx, rows, p.w[e], p.w_up != nullptr ? p.w_up[e] : nullptr,
-                         static_cast<char*>(p.y) + static_cast<size_t>(row0 * p.n) * y_elem,
-                         p.act_dtype});
+    gemms.push_back(
+        Gemm{x + row0 * ldx, rows, weight(p.w[e]), p.w_up != nullptr ? weight(p.w_up[e]) : nullptr,
+             static_cast<char*>(p.y) + static_cast<size_t>(row0 * p.n) * y_elem, p.act_dtype});
   }
-  RunGemms(gemms, p.w_dtype, p.n, p.k, ldx);
+  RunGemms(gemms, PackedDType(p.w_dtype), p.n, p.k, ldx);
 }
 
 }  // namespace moeserve::kernels::cpu

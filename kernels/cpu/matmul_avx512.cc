@@ -1,12 +1,13 @@
 // The AVX-512 path of the CPU matmul (built with -mavx512f -mavx512bw -mavx512vl -mfma; called
-// only when the CPU has them, see cpu_features.h). One zmm holds the 16 lanes of one dot product
-// (matmul_tile.h); a register block is 4x4, 2x8 or 1x16 (x rows x weight rows), always 16 lane
-// vectors, reduced together by a transpose that performs exactly the pairwise order of
-// ReduceLanes.
+// only when the CPU has them, see cpu_features.h). Outer-product form over packed panels
+// (matmul_pack.h): a register block is MR x rows by NP panels (2 zmm of 16 columns each); per k
+// step it loads NP panel steps and broadcasts MR x values, each zmm lane being one output's fma
+// chain in k order (matmul_tile.h). MR x NP x 2 accumulators stay in registers for the whole k.
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstring>
+#include <array>
+#include <utility>
 
 #include "kernels/cpu/matmul_tile.h"
 
@@ -15,194 +16,120 @@ namespace {
 
 #define MOESERVE_INLINE inline __attribute__((always_inline))
 
-// Weight loaders: 16 consecutive elements as fp32 (exact), or the first `count` of them with
-// zeros after (the masked load never touches the masked-off addresses).
-struct Bf16Weights {
+// One panel step (32 columns) as two fp32 vectors: columns 0..15 and 16..31, exact.
+struct Bf16Panel {
   using T = uint16_t;
-  static MOESERVE_INLINE __m512 Load(const T* p) {
-    const __m512i v =
-        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-  }
-  static MOESERVE_INLINE __m512 LoadFirst(const T* p, __mmask16 mask) {
-    const __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+  static MOESERVE_INLINE void Load(const T* p, __m512& lo, __m512& hi) {
+    const __m512i v = _mm512_loadu_si512(p);
+    lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    hi = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
   }
 };
-struct F16Weights {
-  using T = uint16_t;
-  static MOESERVE_INLINE __m512 Load(const T* p) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  }
-  static MOESERVE_INLINE __m512 LoadFirst(const T* p, __mmask16 mask) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
-  }
-};
-struct F32Weights {
+struct F32Panel {
   using T = float;
-  static MOESERVE_INLINE __m512 Load(const T* p) { return _mm512_loadu_ps(p); }
-  static MOESERVE_INLINE __m512 LoadFirst(const T* p, __mmask16 mask) {
-    return _mm512_maskz_loadu_ps(mask, p);
+  static MOESERVE_INLINE void Load(const T* p, __m512& lo, __m512& hi) {
+    lo = _mm512_loadu_ps(p);
+    hi = _mm512_loadu_ps(p + 16);
   }
 };
 
-// Lane 4q+i of the result = ReduceLanes(lanes of acc[4i+q]), for 16 lane vectors. Each level adds
-// the pairs ReduceLanes adds (lane j + lane j+8, then j + j+4, j + j+2, 0 + 1), two or four
-// accumulators per instruction.
-MOESERVE_INLINE __m512 Reduce16(const __m512* acc) {
-  __m512 s8[8], s4[4], s2[2];
-  for (int p = 0; p < 8; ++p) {  // [a.q0 a.q1 b.q0 b.q1] + [a.q2 a.q3 b.q2 b.q3]
-    s8[p] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * p], acc[2 * p + 1], 0x44),
-                          _mm512_shuffle_f32x4(acc[2 * p], acc[2 * p + 1], 0xEE));
-  }
-  for (int p = 0; p < 4; ++p) {  // [a.q0 a.q2 b.q0 b.q2] + [a.q1 a.q3 b.q1 b.q3]
-    s4[p] = _mm512_add_ps(_mm512_shuffle_f32x4(s8[2 * p], s8[2 * p + 1], 0x88),
-                          _mm512_shuffle_f32x4(s8[2 * p], s8[2 * p + 1], 0xDD));
-  }
-  for (int p = 0; p < 2; ++p) {  // per 128 bits: [a0 a1 b0 b1] + [a2 a3 b2 b3]
-    s2[p] = _mm512_add_ps(_mm512_shuffle_ps(s4[2 * p], s4[2 * p + 1], 0x44),
-                          _mm512_shuffle_ps(s4[2 * p], s4[2 * p + 1], 0xEE));
-  }
-  // per 128 bits: [a0 a2 b0 b2] + [a1 a3 b1 b3]
-  return _mm512_add_ps(_mm512_shuffle_ps(s2[0], s2[1], 0x88),
-                       _mm512_shuffle_ps(s2[0], s2[1], 0xDD));
-}
-
-// Accumulator of output (i, j) of a block: Reduce16 then leaves the block row-major in its result.
-constexpr int Slot(int i, int j, int nr) { return 4 * ((i * nr + j) % 4) + (i * nr + j) / 4; }
-
-// out[i * NR + j] = dot(x row i, w row j) for an MR x NR block: x rows padded (matmul_tile.h),
-// w rows of `full` whole chunks then `tail` elements. out: 64-byte aligned float[16].
-template <int MR, int NR, class W, bool kPrefetch>
-MOESERVE_INLINE void Block(const float* x, int64_t ldx, const typename W::T* w, int64_t ldw,
-                           int64_t full, int tail, float* out) {
-  static_assert(MR * NR == 16, "Reduce16 takes 16 accumulators");
-  __m512 acc[16];
-#pragma GCC unroll 16
-  for (int s = 0; s < 16; ++s) acc[s] = _mm512_setzero_ps();
-  auto step = [&](int64_t offset, auto load_w) __attribute__((always_inline)) {
-    __m512 xv[MR];
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; ++i) xv[i] = _mm512_loadu_ps(x + i * ldx + offset);
-#pragma GCC unroll 16
-    for (int j = 0; j < NR; ++j) {
-      const __m512 wv = load_w(w + j * ldw + offset);
-#pragma GCC unroll 4
-      for (int i = 0; i < MR; ++i) {
-        acc[Slot(i, j, NR)] = _mm512_fmadd_ps(xv[i], wv, acc[Slot(i, j, NR)]);
-      }
-    }
-  };
-  for (int64_t c = 0; c < full; ++c) {
-    if constexpr (kPrefetch) {
-      // The next block's weight rows (the rows after this block's), while this one computes:
-      // decode streams the LM head from DRAM. Harmless past the end (a prefetch never faults).
-#pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) {
-        _mm_prefetch(reinterpret_cast<const char*>(w + (NR + j) * ldw + c * kChunk), _MM_HINT_T0);
-      }
-    }
-    step(c * kChunk, [](const typename W::T* p) { return W::Load(p); });
-  }
-  if (tail > 0) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << tail) - 1);
-    step(full * kChunk, [mask](const typename W::T* p) { return W::LoadFirst(p, mask); });
-  }
-  _mm512_store_ps(out, Reduce16(acc));
-}
-
-struct Panel {
+struct Micro {
   const float* x;
-  int64_t ldx, m;
-  int64_t ldw, n;
-  int64_t after;  // weight rows readable after n (zero rows of a converted panel)
-  int64_t full;
-  int tail;
+  int64_t ldx;
+  const void* w;
+  int64_t panel_elems;  // elements from one panel to the next
+  int64_t k;
   float* y;
   int64_t ldy;
+  int64_t cols;  // valid columns of this block, <= 32 * NP
 };
 
-// Rows [r0 + skip, r0 + MR) of y over all n columns. A column block that would run past the
-// readable rows starts earlier instead (recomputing columns: same bits), so every block is full.
-template <int MR, int NR, class W, bool kPrefetch>
-void RowBlock(const Panel& p, const typename W::T* w, int64_t r0, int skip) {
-  alignas(64) float out[16];
-  for (int64_t c = 0; c < p.n;) {
-    const int64_t start = c + NR <= p.n + p.after ? c : p.n + p.after - NR;
-    Block<MR, NR, W, kPrefetch>(p.x + r0 * p.ldx, p.ldx, w + start * p.ldw, p.ldw, p.full, p.tail,
-                                out);
-    const int64_t end = std::min(start + NR, p.n);
-    for (int i = skip; i < MR; ++i) {
-      float* y_row = p.y + (r0 + i) * p.ldy;
-      if (start == c && end == c + NR) {  // the common whole block: one vector copy per row
-        std::memcpy(y_row + c, out + i * NR, sizeof(float) * NR);
-      } else {
-        for (int64_t col = c; col < end; ++col) y_row[col] = out[i * NR + (col - start)];
+// y[r][c] for r < MR, c < cols over NP panels.
+template <int MR, int NP, class P>
+void Kernel(const Micro& a) {
+  using T = typename P::T;
+  const T* w = static_cast<const T*>(a.w);
+  __m512 acc[MR][NP][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; ++q) acc[r][q][0] = acc[r][q][1] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < a.k; ++i) {
+    __m512 wv[NP][2];
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; ++q)
+      P::Load(w + q * a.panel_elems + i * kPanelCols, wv[q][0], wv[q][1]);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m512 xb = _mm512_set1_ps(a.x[r * a.ldx + i]);
+#pragma GCC unroll 4
+      for (int q = 0; q < NP; ++q) {
+        acc[r][q][0] = _mm512_fmadd_ps(xb, wv[q][0], acc[r][q][0]);
+        acc[r][q][1] = _mm512_fmadd_ps(xb, wv[q][1], acc[r][q][1]);
       }
     }
-    c = end;
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    float* y = a.y + r * a.ldy;
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * NP; ++v) {
+      const int64_t col = 16 * v;
+      if (col + 16 <= a.cols) {
+        _mm512_storeu_ps(y + col, acc[r][v / 2][v % 2]);
+      } else if (col < a.cols) {
+        _mm512_mask_storeu_ps(y + col, static_cast<__mmask16>((1u << (a.cols - col)) - 1),
+                              acc[r][v / 2][v % 2]);
+      }
+    }
   }
 }
 
-// kPrefetch: weights streamed from memory (not a converted panel already in cache).
-template <class W, bool kPrefetch>
-void Rows(const Panel& p, const typename W::T* w) {
-  int64_t r = 0;
-  for (; r + 4 <= p.m; r += 4) RowBlock<4, 4, W, kPrefetch>(p, w, r, 0);
-  const int64_t rest = p.m - r;
-  if (rest == 3 && p.m >= 4) {
-    RowBlock<4, 4, W, kPrefetch>(p, w, p.m - 4, 1);  // rows m-4 .. m-1, the first already written
-  } else if (rest >= 2) {
-    RowBlock<2, 8, W, kPrefetch>(p, w, r, 0);
-    if (rest == 3) RowBlock<1, 16, W, kPrefetch>(p, w, r + 2, 0);
-  } else if (rest == 1) {
-    RowBlock<1, 16, W, kPrefetch>(p, w, r, 0);
-  }
+using KernelFn = void (*)(const Micro&);
+constexpr int kMaxRows = 12;  // MR x 2 accumulators + 2 panel vectors + broadcast <= 32 zmm
+
+template <int NP, class P, int... R>
+constexpr std::array<KernelFn, sizeof...(R)> Table(std::integer_sequence<int, R...>) {
+  return {&Kernel<R + 1, NP, P>...};
 }
 
-// From this many x rows on, the weight panel is converted to fp32 once and reused, instead of
-// converting each weight vector again for every block of 4 x rows.
-constexpr int64_t kConvertMinRows = 8;
+// Panels per register block for MR rows: enough independent chains (>= 8) to cover the FMA
+// latency, few enough accumulators to stay in registers.
+constexpr int PanelsFor(int64_t rows) { return rows <= 2 ? 4 : rows <= 6 ? 2 : 1; }
 
-template <class W>
-void Tile(const MatmulTileArgs& a) {
-  using T = typename W::T;
-  const int64_t kp = RoundUpToChunk(a.k);
-  const T* w = static_cast<const T*>(a.w);
-  const bool convert = a.m >= kConvertMinRows || a.n + a.w_rows_before < kChunk;
-  if (!convert) {
-    // Weights streamed once per block of x rows (decode: once per call).
-    const Panel p{a.x, a.ldx, a.m, a.k, a.n, 0, a.k / kChunk, static_cast<int>(a.k % kChunk),
-                  a.y, a.ldy};
-    Rows<W, true>(p, w);
-    return;
+template <class P>
+void Block(const MatmulBlockArgs& a) {
+  static constexpr auto k1 = Table<1, P>(std::make_integer_sequence<int, kMaxRows>());
+  static constexpr auto k2 = Table<2, P>(std::make_integer_sequence<int, 6>());
+  static constexpr auto k4 = Table<4, P>(std::make_integer_sequence<int, 2>());
+  const int64_t panel_elems = a.k * kPanelCols;
+  for (int64_t r0 = 0; r0 < a.m; r0 += kMaxRows) {
+    const int64_t rows = std::min<int64_t>(kMaxRows, a.m - r0);
+    const int np_max = PanelsFor(rows);
+    for (int64_t q0 = 0; q0 < a.panels;) {
+      int np = np_max;
+      while (np > a.panels - q0) np /= 2;
+      const Micro micro{a.x + r0 * a.ldx,
+                        a.ldx,
+                        static_cast<const typename P::T*>(a.w) + q0 * panel_elems,
+                        panel_elems,
+                        a.k,
+                        a.y + r0 * a.ldy + q0 * kPanelCols,
+                        a.ldy,
+                        std::min<int64_t>(a.cols - q0 * kPanelCols, np * kPanelCols)};
+      const size_t index = static_cast<size_t>(rows - 1);
+      (np == 4 ? k4[index] : np == 2 ? k2[index] : k1[index])(micro);
+      q0 += np;
+    }
   }
-  // [rows, kp] fp32, zero-padded along k and up to kChunk rows.
-  const int64_t rows = std::max<int64_t>(a.n, kChunk);
-  const int64_t full = a.k / kChunk;
-  const __mmask16 mask = static_cast<__mmask16>((1u << (a.k % kChunk)) - 1);
-  for (int64_t r = 0; r < a.n; ++r) {
-    const T* src = w + r * a.k;
-    float* dst = a.scratch + r * kp;
-    for (int64_t c = 0; c < full; ++c) _mm512_store_ps(dst + c * kChunk, W::Load(src + c * kChunk));
-    if (kp > a.k) _mm512_store_ps(dst + full * kChunk, W::LoadFirst(src + full * kChunk, mask));
-  }
-  std::memset(a.scratch + a.n * kp, 0, sizeof(float) * static_cast<size_t>((rows - a.n) * kp));
-  const Panel p{a.x, a.ldx, a.m, kp, a.n, rows - a.n, kp / kChunk, 0, a.y, a.ldy};
-  Rows<F32Weights, false>(p, a.scratch);
 }
 
 }  // namespace
 
-void MatmulTileAvx512(const MatmulTileArgs& a) {
-  switch (a.w_dtype) {
-    case DType::kBF16:
-      return Tile<Bf16Weights>(a);
-    case DType::kF16:
-      return Tile<F16Weights>(a);
-    default:
-      return Tile<F32Weights>(a);
-  }
+void MatmulBlockAvx512(const MatmulBlockArgs& a) {
+  if (a.w_dtype == DType::kBF16) return Block<Bf16Panel>(a);
+  return Block<F32Panel>(a);
 }
 
 }  // namespace moeserve::kernels::cpu

@@ -8,34 +8,28 @@
 namespace moeserve::kernels::cpu {
 namespace {
 
-float LoadW(const void* w, DType dtype, int64_t i) {
-  switch (dtype) {
-    case DType::kBF16:
-      return Bf16ToF32(static_cast<const uint16_t*>(w)[i]);
-    case DType::kF16:
-      return F16ToF32(static_cast<const uint16_t*>(w)[i]);
-    default:
-      return static_cast<const float*>(w)[i];
+// Packed element (step i, column j of the panel) as fp32 (matmul_pack.h).
+float PanelValue(const void* panel, DType dtype, int64_t i, int64_t j) {
+  if (dtype == DType::kBF16) {
+    return Bf16ToF32(static_cast<const uint16_t*>(panel)[i * kPanelCols + 2 * (j % 16) + j / 16]);
   }
+  return static_cast<const float*>(panel)[i * kPanelCols + j];
 }
 
 }  // namespace
 
-void MatmulTileScalar(const MatmulTileArgs& a) {
-  const int64_t kp = RoundUpToChunk(a.k);
-  const size_t w_elem = DTypeSize(a.w_dtype);
-  for (int64_t c = 0; c < a.n; ++c) {
-    const void* w_row = static_cast<const char*>(a.w) + static_cast<size_t>(c * a.k) * w_elem;
+void MatmulBlockScalar(const MatmulBlockArgs& a) {
+  const size_t panel_bytes = static_cast<size_t>(a.k * kPanelCols) * DTypeSize(a.w_dtype);
+  for (int64_t c = 0; c < a.cols; ++c) {
+    const void* panel =
+        static_cast<const char*>(a.w) + static_cast<size_t>(c / kPanelCols) * panel_bytes;
+    const int64_t j = c % kPanelCols;
     for (int64_t r = 0; r < a.m; ++r) {
       const float* x_row = a.x + r * a.ldx;
-      float lane[kChunk] = {};
-      for (int64_t i = 0; i < a.k; ++i) {
-        lane[i % kChunk] = std::fma(x_row[i], LoadW(w_row, a.w_dtype, i), lane[i % kChunk]);
-      }
-      // The zero padding: fma(0, 0, lane) is lane except that -0 becomes +0; kept so the bits
-      // are those of the vector paths in every case.
-      for (int64_t i = a.k; i < kp; ++i) lane[i % kChunk] = std::fma(0.0f, 0.0f, lane[i % kChunk]);
-      a.y[r * a.ldy + c] = ReduceLanes(lane);
+      float acc = 0.0f;
+      for (int64_t i = 0; i < a.k; ++i)
+        acc = std::fma(x_row[i], PanelValue(panel, a.w_dtype, i, j), acc);
+      a.y[r * a.ldy + c] = acc;
     }
   }
 }

@@ -1,66 +1,42 @@
-// The one per-element arithmetic of the CPU matmuls, and the tile functions that implement it
+// The one per-element arithmetic of the CPU matmuls, and the block functions that implement it
 // once per instruction set (matmul_scalar.cc, matmul_avx2.cc, matmul_avx512.cc).
 //
-// y[r, c] = dot(x[r, 0:k], w[c, 0:k]) is defined on x and w zero-padded to kp = RoundUpToChunk(k):
-//   1. 16 partial sums ("lanes"), all starting at +0: lane j is the fused multiply-add chain
-//      lane_j = fma(x[i], w[i], lane_j) over i = j, j + 16, j + 32, ... < kp, in that order
-//      (the padded elements add fma(0, 0, lane_j)).
-//   2. A fixed pairwise reduction: s8[j] = lane[j] + lane[j+8] (j < 8), s4[j] = s8[j] + s8[j+4],
-//      s2[j] = s4[j] + s4[j+2], y = s2[0] + s2[1].
-// Weights (bf16, f16, fp32) are converted to fp32 exactly before the multiply. The order depends
-// on k only: never on the rows in the call, the tile, the thread or the instruction set. An
-// AVX-512 lane vector is one zmm, AVX2 holds it in two ymm (lanes 0-7, 8-15), the scalar path
-// in a float[16]; every path gives the same bits (tests/unit/cpu_matmul_paths_test.cc).
+// y[r, c] = dot(x[r, 0:k], w[c, 0:k]) is one fused multiply-add chain over k, in order:
+//   acc = +0; for i = 0 .. k-1: acc = fma(x[r, i], w[c, i], acc); y[r, c] = acc
+// with weights (bf16, f16, fp32) converted to fp32 exactly before the multiply. The order depends
+// on k only: never on the rows in the call, the block, the thread or the instruction set. The
+// vector paths hold one chain per lane, a lane per output column (outer-product form: x[r, i] is
+// broadcast, a panel step of w (matmul_pack.h) is loaded), so every path gives the same bits
+// (tests/unit/cpu_matmul_paths_test.cc). Weights come packed (matmul_pack.h).
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
+#include "kernels/cpu/matmul_pack.h"
 #include "kernels/dtype.h"
 
 namespace moeserve::kernels::cpu {
 
-inline constexpr int64_t kChunk = 16;  // lanes of partial sums = k elements per step
-inline int64_t RoundUpToChunk(int64_t k) { return (k + kChunk - 1) / kChunk * kChunk; }
-
-// Step 2 above, on the 16 lanes.
-inline float ReduceLanes(const float* lane) {
-  float s8[8], s4[4], s2[2];
-  for (int j = 0; j < 8; ++j) s8[j] = lane[j] + lane[j + 8];
-  for (int j = 0; j < 4; ++j) s4[j] = s8[j] + s8[j + 4];
-  for (int j = 0; j < 2; ++j) s2[j] = s4[j] + s4[j + 2];
-  return s2[0] + s2[1];
-}
-
-// One tile: y[r * ldy + c] = dot(x row r, w row c) for r < m, c < n, fp32.
-struct MatmulTileArgs {
-  // [m, ldx] fp32. When k % 16 != 0 every row is readable up to kp and zero in [k, kp).
-  const float* x = nullptr;
+// One block: y[r * ldy + c] = dot(x row r, w row c0 + c) for r < m, c < cols, fp32, where the
+// block's weight rows are `panels` consecutive packed panels starting at row c0 (a multiple of
+// kPanelCols) and cols <= panels * kPanelCols (the last panel may be partial).
+struct MatmulBlockArgs {
+  const float* x = nullptr;  // [m, ldx] fp32
   int64_t ldx = 0;
   int64_t m = 0;
-  // [n, k] rows of w_dtype (stride k, not padded): the tile's first weight row.
-  const void* w = nullptr;
-  DType w_dtype = DType::kBF16;
-  int64_t n = 0;
-  // Weight rows readable before w (rows of the same matrix before the tile): a tile narrower
-  // than a register block re-reads some of them instead of taking a slower path.
-  int64_t w_rows_before = 0;
+  const void* w = nullptr;       // the first panel, PackedDType elements
+  DType w_dtype = DType::kBF16;  // PackedDType: kBF16 or kF32
+  int64_t panels = 0;
+  int64_t cols = 0;
   int64_t k = 0;
   float* y = nullptr;  // [m, ldy]
   int64_t ldy = 0;
-  // 64-byte aligned, >= ScratchFloats(n, k) floats: weight panels converted to fp32.
-  float* scratch = nullptr;
 };
 
-// Scratch a tile of n weight rows may use.
-inline int64_t MatmulTileScratchFloats(int64_t n, int64_t k) {
-  return (n < kChunk ? kChunk : n) * RoundUpToChunk(k);
-}
-
-void MatmulTileScalar(const MatmulTileArgs& a);
+void MatmulBlockScalar(const MatmulBlockArgs& a);
 #if defined(MOESERVE_X86_KERNELS)
-void MatmulTileAvx2(const MatmulTileArgs& a);    // REQUIRES: AVX2, FMA, F16C
-void MatmulTileAvx512(const MatmulTileArgs& a);  // REQUIRES: AVX-512 F, BW, VL
+void MatmulBlockAvx2(const MatmulBlockArgs& a);    // REQUIRES: AVX2, FMA
+void MatmulBlockAvx512(const MatmulBlockArgs& a);  // REQUIRES: AVX-512 F, BW, VL
 #endif
 
 }  // namespace moeserve::kernels::cpu

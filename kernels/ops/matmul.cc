@@ -26,6 +26,7 @@ MatmulParams LinearParams(const void* x, int64_t rows, const TensorView& w, void
   p.k = w.dim(1);
   p.x_dtype = act;
   p.y_dtype = act;
+  p.w_layout = w.layout;
   return p;
 }
 

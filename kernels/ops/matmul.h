@@ -17,7 +17,7 @@ namespace moeserve::kernels {
 
 struct MatmulParams {
   const void* x = nullptr;  // [m_rows, k] of x_dtype
-  const void* w = nullptr;  // [n, k] of w_dtype
+  const void* w = nullptr;  // [n, k] of w_dtype, laid out as w_layout
   DType w_dtype = DType::kBF16;
   void* y = nullptr;  // [m_rows, n] of y_dtype; must not alias x
   int64_t m_rows = 0;
@@ -25,6 +25,7 @@ struct MatmulParams {
   int64_t k = 0;
   DType x_dtype = DType::kF32;
   DType y_dtype = DType::kF32;
+  WeightLayout w_layout = WeightLayout::kRows;  // kCpuPanels: CPU backend only
 };
 
 absl::Status Validate(const MatmulParams& p);

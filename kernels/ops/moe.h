@@ -60,6 +60,8 @@ struct GroupedMatmulParams {
   int64_t n = 0;
   int64_t k = 0;
   DType act_dtype = DType::kF32;
+  WeightLayout w_layout =
+      WeightLayout::kRows;  // of every expert's w and w_up; kCpuPanels: CPU only
 };
 
 struct SwiGluParams {

@@ -17,6 +17,7 @@ absl::StatusOr<kernels::DeviceBuffer> BuildExpertTables(kernels::Backend& backen
     std::vector<const void*> w1, w3, w2;
     bool have_dtype = false;
     kernels::DType dtype = kernels::DType::kBF16;
+    kernels::WeightLayout layout = kernels::WeightLayout::kRows;
     for (size_t e = 0; e < experts.size(); ++e) {
       const ExpertWeights& w = experts[e];
       w1.push_back(w.held() ? w.w1.data : nullptr);
@@ -30,11 +31,17 @@ absl::StatusOr<kernels::DeviceBuffer> BuildExpertTables(kernels::Backend& backen
               std::string(kernels::DTypeName(t->dtype)), " among ",
               std::string(kernels::DTypeName(dtype)), " ones (one dtype per layer's experts)"));
         }
+        if (have_dtype && t->layout != layout) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "moe layer ", l, " expert ", e, ": packed and unpacked expert weights mixed"));
+        }
         dtype = t->dtype;
+        layout = t->layout;
         have_dtype = true;
       }
     }
     layers[l]->tables.dtype = dtype;
+    layers[l]->tables.layout = layout;
     host.insert(host.end(), w1.begin(), w1.end());
     host.insert(host.end(), w3.begin(), w3.end());
     host.insert(host.end(), w2.begin(), w2.end());

@@ -39,6 +39,7 @@ struct ExpertTables {
   const void* const* w3 = nullptr;
   const void* const* w2 = nullptr;
   kernels::DType dtype = kernels::DType::kBF16;
+  kernels::WeightLayout layout = kernels::WeightLayout::kRows;
   bool all_experts = false;  // every expert is held (world size 1 needs that)
 
   bool built() const { return w1 != nullptr; }

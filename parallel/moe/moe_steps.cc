@@ -52,6 +52,7 @@ absl::Status EnqueueExperts(kernels::Backend& backend, const MoeLayerShape& shap
   up.w = tables.w1;
   up.w_up = tables.w3;
   up.w_dtype = tables.dtype;
+  up.w_layout = tables.layout;
   up.y = inter;
   up.expert_offsets = expert_offsets;
   up.num_experts = shape.num_experts;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
 #include "kernels/cpu/random_fill.h"
+#include "runtime/model/cpu_weights.h"
 #include "runtime/model/weight_names.h"
 
 namespace moeserve::runtime {
@@ -122,6 +123,9 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> MakeDeviceRandomModel(const ModelCo
     return it->second;
   };
   MOESERVE_ASSIGN_OR_RETURN(MixtralWeights weights, BindMixtralWeights(config, load));
+  if (backend->device() == kernels::Device::kCpu) {  // the CPU matmul's packed panels
+    MOESERVE_ASSIGN_OR_RETURN(weights, PackCpuWeights(weights, &loaded->device_weights));
+  }
   if (weights_out != nullptr) *weights_out = weights;
   loaded->model = std::make_unique<MixtralModel>(config, std::move(weights), backend);
   return loaded;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
+#include "runtime/model/cpu_weights.h"
 #include "runtime/model/device_weights.h"
 #include "runtime/model/weight_names.h"
 #include "spdlog/spdlog.h"
@@ -90,11 +91,14 @@ absl::StatusOr<MixtralWeights> BindOwned(const ModelConfig& config,
       options.progress, ExpertsOfRank(options.placement, options.rank));
 }
 
-// The model over `weights`, first copied to device memory when the backend is not the CPU.
+// The model over `weights`: on a device backend first copied to device memory, on the CPU with
+// its matmul weights packed (runtime/model/cpu_weights.h).
 absl::Status MakeModel(LoadedModel& loaded, const ModelConfig& config, MixtralWeights weights,
                        kernels::Backend* backend) {
   if (backend->device() != kernels::Device::kCpu) {
     MOESERVE_ASSIGN_OR_RETURN(weights, UploadWeights(*backend, weights, &loaded.device_weights));
+  } else {
+    MOESERVE_ASSIGN_OR_RETURN(weights, PackCpuWeights(weights, &loaded.device_weights));
   }
   loaded.model = std::make_unique<MixtralModel>(config, std::move(weights), backend);
   return absl::OkStatus();

@@ -19,13 +19,15 @@ namespace moeserve::runtime {
 
 // Owns whatever backs the weight views (an mmap'ed checkpoint or in-memory tensors, and on a
 // device backend the device copies the model uses) together with the model that points into it.
-// On CPU the model uses the host views directly (no copy); on a device backend every tensor is
+// On CPU the model reads embeddings and norms from the host views and its matmul weights from
+// copies packed at load (runtime/model/cpu_weights.h); on a device backend every tensor is
 // copied to device memory at load (runtime/model/device_weights.h).
 struct LoadedModel {
   std::string source;  // directory, "embedded:tiny" or "random:<seed>"
   std::unique_ptr<Checkpoint> checkpoint;
   std::vector<OwnedTensor> owned;
-  std::vector<kernels::DeviceBuffer> device_weights;  // empty on CPU
+  // The weights the model uses: device copies, or on CPU the packed matmul weights.
+  std::vector<kernels::DeviceBuffer> device_weights;
   std::unique_ptr<MixtralModel> model;
   // Load-time warnings (non-finite weights, see WeightCheck), also logged as they are found.
   std::vector<std::string> warnings;

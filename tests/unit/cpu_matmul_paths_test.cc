@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/matmul_pack.h"
 #include "kernels/cpu/moe.h"
 #include "kernels/dtype.h"
 #include "tests/unit/test_vectors.h"
@@ -45,26 +46,34 @@ struct Weights {
   }
 };
 
-// The per-element arithmetic of kernels/cpu/matmul_tile.h, from its comment: 16 fma chains over
-// the zero-padded k (lane j takes i % 16 == j), then (j, j+8), (j, j+4), (j, j+2), (0, 1).
+// The per-element arithmetic of kernels/cpu/matmul_tile.h, from its comment: one fma chain over
+// k in order, starting at +0.
 float SpecDot(const float* x, const float* w, int64_t k) {
-  float lane[16] = {};
-  const int64_t kp = (k + 15) / 16 * 16;
-  for (int64_t i = 0; i < kp; ++i) {
-    const float xv = i < k ? x[i] : 0.0f;
-    const float wv = i < k ? w[i] : 0.0f;
-    lane[i % 16] = std::fma(xv, wv, lane[i % 16]);
-  }
-  for (int width = 8; width >= 1; width /= 2) {
-    for (int j = 0; j < width; ++j) lane[j] = lane[j] + lane[j + width];
-  }
-  return lane[0];
+  float acc = 0.0f;
+  for (int64_t i = 0; i < k; ++i) acc = std::fma(x[i], w[i], acc);
+  return acc;
 }
 
 std::vector<float> RunMatmul(const std::vector<float>& x, int64_t m, const Weights& w, int64_t n,
                              int64_t k) {
   std::vector<float> y(static_cast<size_t>(m * n), -1.0f);
   cpu::Matmul({x.data(), w.bytes.data(), w.dtype, y.data(), m, n, k});
+  return y;
+}
+
+// w packed as the model loader packs it (kernels/cpu/matmul_pack.h).
+std::vector<uint8_t> Pack(const Weights& w, int64_t n, int64_t k) {
+  std::vector<uint8_t> packed(cpu::PackedBytes(w.dtype, n, k));
+  cpu::PackWeight(w.bytes.data(), w.dtype, n, k, packed.data());
+  return packed;
+}
+
+std::vector<float> RunPacked(const std::vector<float>& x, int64_t m, const Weights& w,
+                             const std::vector<uint8_t>& packed, int64_t n, int64_t k) {
+  std::vector<float> y(static_cast<size_t>(m * n), -1.0f);
+  MatmulParams p{x.data(), packed.data(), w.dtype, y.data(), m, n, k};
+  p.w_layout = WeightLayout::kCpuPanels;
+  cpu::Matmul(p);
   return y;
 }
 
@@ -119,8 +128,8 @@ TEST_F(CpuMatmulPathsTest, EveryPathMatchesFloat64AndTheDefinedOrderBitwise) {
               exact += static_cast<double>(xr[i]) * wr[i];
               magnitude += std::fabs(static_cast<double>(xr[i]) * wr[i]);
             }
-            // fp32 rounding: each lane chain has ceil(k/16) roundings, the tree 4 more.
-            const double bound = (static_cast<double>((s.k + 15) / 16) + 4.0) * 0x1p-24 * magnitude;
+            // fp32 rounding: the chain rounds k times (|error| <= k u sum |x w| / (1 - k u)).
+            const double bound = (static_cast<double>(s.k) + 1.0) * 0x1p-24 * magnitude;
             const float got = y[static_cast<size_t>(r * s.n + c)];
             ASSERT_LE(std::fabs(got - exact), bound + 1e-30) << "r=" << r << " c=" << c;
             const float want = SpecDot(xr, wr, s.k);
@@ -128,6 +137,10 @@ TEST_F(CpuMatmulPathsTest, EveryPathMatchesFloat64AndTheDefinedOrderBitwise) {
           }
         }
         EXPECT_EQ(bit_mismatches, 0);
+        // Weights packed at load give the bits of weights packed for the call.
+        const std::vector<float> y_packed = RunPacked(x, s.m, w, Pack(w, s.n, s.k), s.n, s.k);
+        EXPECT_EQ(std::memcmp(y.data(), y_packed.data(), sizeof(float) * y.size()), 0)
+            << "packed weights differ from row weights";
       }
     }
   }
@@ -204,19 +217,29 @@ TEST_F(CpuMatmulPathsTest, GroupedSwiGluIsMatmulMatmulSwiGluOnEveryPath) {
     w.emplace_back(DType::kBF16, n, k, 100 + static_cast<uint32_t>(e));
     w_up.emplace_back(DType::kBF16, n, k, 200 + static_cast<uint32_t>(e));
   }
+  std::vector<std::vector<uint8_t>> packed;
+  std::vector<const void*> packed_ptrs, packed_up_ptrs;
   for (int64_t e = 0; e < experts; ++e) {
     w_ptrs.push_back(w[e].bytes.data());
     w_up_ptrs.push_back(w_up[e].bytes.data());
+    packed.push_back(Pack(w[e], n, k));
+    packed_ptrs.push_back(packed.back().data());
+  }
+  for (int64_t e = 0; e < experts; ++e) {
+    packed.push_back(Pack(w_up[e], n, k));
+    packed_up_ptrs.push_back(packed.back().data());
   }
   const std::vector<float> x = RandomVector(static_cast<size_t>(rows * k), 8);
   for (CpuIsa isa : cpu::AvailableCpuIsas()) {
     SCOPED_TRACE(std::string(cpu::CpuIsaName(isa)));
     cpu::SetActiveCpuIsa(isa);
-    for (bool swiglu : {false, true}) {
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool swiglu = variant % 2 == 1, load_packed = variant >= 2;
       GroupedMatmulParams p;
       p.x = x.data();
-      p.w = w_ptrs.data();
-      p.w_up = swiglu ? w_up_ptrs.data() : nullptr;
+      p.w = load_packed ? packed_ptrs.data() : w_ptrs.data();
+      p.w_up = swiglu ? (load_packed ? packed_up_ptrs.data() : w_up_ptrs.data()) : nullptr;
+      p.w_layout = load_packed ? WeightLayout::kCpuPanels : WeightLayout::kRows;
       p.w_dtype = DType::kBF16;
       std::vector<float> y(static_cast<size_t>(rows * n), -1.0f);
       p.y = y.data();
@@ -236,7 +259,39 @@ TEST_F(CpuMatmulPathsTest, GroupedSwiGluIsMatmulMatmulSwiGluOnEveryPath) {
           cpu::SwiGlu({want.data(), up.data(), want.data(), count * n, DType::kF32});
         }
         ASSERT_EQ(std::memcmp(y.data() + r0 * n, want.data(), sizeof(float) * want.size()), 0)
-            << "expert " << e << " swiglu " << swiglu;
+            << "expert " << e << " swiglu " << swiglu << " packed " << load_packed;
+      }
+    }
+  }
+}
+
+// The packed layout, element by element, as matmul_pack.h writes it down.
+TEST(CpuMatmulPackTest, PanelsHoldTheDocumentedElements) {
+  for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
+    for (const Shape& s : {Shape{0, 1, 1}, Shape{0, 33, 7}, Shape{0, 64, 5}, Shape{0, 70, 3}}) {
+      SCOPED_TRACE(std::string(DTypeName(dtype)) + " n=" + std::to_string(s.n));
+      const Weights w(dtype, s.n, s.k, 9);
+      const std::vector<uint8_t> packed = Pack(w, s.n, s.k);
+      const int64_t panels = (s.n + 31) / 32;
+      ASSERT_EQ(packed.size(),
+                static_cast<size_t>(panels * 32 * s.k) * (dtype == DType::kBF16 ? 2 : 4));
+      for (int64_t p = 0; p < panels; ++p) {
+        for (int64_t i = 0; i < s.k; ++i) {
+          for (int64_t j = 0; j < 32; ++j) {
+            const int64_t row = p * 32 + j;
+            const float want = row < s.n ? w.values[static_cast<size_t>(row * s.k + i)] : 0.0f;
+            float got = 0.0f;
+            if (dtype == DType::kBF16) {
+              // Word j % 16 of step i; low half for columns 0..15.
+              uint32_t word = 0;
+              std::memcpy(&word, packed.data() + 2 * (p * 32 * s.k + i * 32) + 4 * (j % 16), 4);
+              got = Bf16ToF32(static_cast<uint16_t>(j < 16 ? word & 0xFFFF : word >> 16));
+            } else {
+              std::memcpy(&got, packed.data() + 4 * (p * 32 * s.k + i * 32 + j), 4);
+            }
+            ASSERT_EQ(got, want) << "panel " << p << " step " << i << " column " << j;
+          }
+        }
       }
     }
   }
