@@ -4,11 +4,13 @@
 #include <cmath>
 #include <cstdlib>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/act.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul_tile.h"
+#include "kernels/cpu/swiglu.h"
 
 namespace moeserve::kernels::cpu {
 namespace {
@@ -126,14 +128,13 @@ void RunGemms(const std::vector<Gemm>& gemms, DType w_dtype, int64_t n, int64_t 
           const float* g_row = gate + r * cols;
           if (gemm.w_up == nullptr) {
             for (int64_t c = 0; c < cols; ++c) dst[c] = FromF32<T>(g_row[c]);
-          } else {
-            // The expression of SwiGlu (moe.cc), so the fused form is bit for bit
+          } else if constexpr (std::is_same_v<T, float>) {
+            // The function of the SwiGlu op (swiglu.h), so the fused form is bit for bit
             // Matmul(w) + Matmul(w_up) + SwiGlu.
+            SiluMulRow(g_row, up + r * cols, dst, cols);
+          } else {
             const float* u_row = up + r * cols;
-            for (int64_t c = 0; c < cols; ++c) {
-              const float gv = g_row[c];
-              dst[c] = FromF32<T>((gv / (1.0f + std::exp(-gv))) * u_row[c]);
-            }
+            for (int64_t c = 0; c < cols; ++c) dst[c] = FromF32<T>(SiluMul(g_row[c], u_row[c]));
           }
         }
       });

@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/act.h"
 #include "kernels/cpu/kernel_clones.h"
+#include "kernels/cpu/swiglu.h"
 
 namespace moeserve::kernels::cpu {
 
@@ -48,9 +49,10 @@ void SwiGlu(const SwiGluParams& p) {
     const T* gate = static_cast<const T*>(p.gate);
     const T* up = static_cast<const T*>(p.up);
     T* out = static_cast<T*>(p.out);
-    for (int64_t i = 0; i < p.n; ++i) {
-      const float g = ToF32(gate[i]);
-      out[i] = FromF32<T>((g / (1.0f + std::exp(-g))) * ToF32(up[i]));
+    if constexpr (std::is_same_v<T, float>) {
+      SiluMulRow(gate, up, out, p.n);
+    } else {
+      for (int64_t i = 0; i < p.n; ++i) out[i] = FromF32<T>(SiluMul(ToF32(gate[i]), ToF32(up[i])));
     }
   });
 }
