@@ -41,8 +41,9 @@ struct EngineOptions {
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
   // Bound of one request's routing trace (return_routing): n x traced tokens x layers entries,
   // each top_k (expert id, weight) pairs; traced tokens = prompt + max_tokens - 1. Larger
-  // requests are InvalidArgument. 262144 entries of top-2 are 4 MiB in memory.
-  int64_t max_routing_entries = 262144;
+  // requests are InvalidArgument. 65536 entries of top-2 are 1 MiB in memory and about 3 MB of
+  // response JSON (Mixtral: 2048 tokens of 32 layers).
+  int64_t max_routing_entries = 65536;
   // Steps the load recorder keeps (a ring; load_recorder.h).
   int64_t recorder_max_steps = kDefaultRecorderMaxSteps;
 

@@ -59,9 +59,9 @@ struct ApiRequest {
 struct ApiLimits {
   std::string served_model_name;
   int64_t max_model_len = 0;
-  int64_t num_experts = 0;  // for router_skew's expert range; 0: left to Engine::Submit
-  int64_t num_layers = 0;   // for return_routing's bound
-  int64_t max_routing_entries = 262144;  // EngineOptions::max_routing_entries
+  int64_t num_experts = 0;              // for router_skew's expert range; 0: left to Engine::Submit
+  int64_t num_layers = 0;               // for return_routing's bound
+  int64_t max_routing_entries = 65536;  // EngineOptions::max_routing_entries
 };
 
 // InvalidArgument naming `param`; the name travels as a status payload so the HTTP error body

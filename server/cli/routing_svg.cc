@@ -99,6 +99,7 @@ std::string RoutingSvg(const RoutingAnalysis& a) {
     const double ux = x0 + panel_w * a.random_first / max_share;
     svg += Dashed(ux, top + 8, ux, y);
     svg += Text(ux + 3, y + 12, absl::StrFormat("1/%d", a.num_experts));
+    svg += Text(x0, y + 12, "0");
     svg += Text(x0 + panel_w, y + 12, absl::StrFormat("%.3f", max_share), "end");
     // Repetition of consecutive tokens.
     double ry = top + share_h + 10;
