@@ -209,3 +209,32 @@ def test_recorder_ring_is_bounded_and_grpc_controls_it(pb):
             assert all(sum(layer.expert_tokens) == top_k for layer in st.layers)
     finally:
         assert d.terminate() == 0, d.log()
+
+
+def test_recorder_merges_expert_parallel_ranks_by_step(pb):
+    """--ep-size 2 (contiguous: rank 0 holds experts 0-3, rank 1 experts 4-7): every recorded step
+    merges both ranks; per step and layer, a rank's rows are the rows routed to its experts; the
+    sums over steps are the traces' counts."""
+    import concurrent.futures
+
+    d = Daemon("--max-model-len", "512", "--ep-size", "2")
+    try:
+        layers, experts, top_k = model_shape(d, pb)
+        httpx.post(d.base_url + "/v1/lab/recorder/start", timeout=30)
+        prompts = ["first rank prompt", "second rank prompt here", "a third one"]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            outs = list(pool.map(lambda p: complete(d, p, routing=True, max_tokens=4), prompts))
+        httpx.post(d.base_url + "/v1/lab/recorder/stop", timeout=30)
+        dump = httpx.get(d.base_url + "/v1/lab/recorder/dump", timeout=30).json()
+        assert dump["world_size"] == 2 and dump["steps"]
+        half = experts // 2
+        for st in dump["steps"]:
+            for l in range(layers):
+                tokens = st["expert_tokens"][l]
+                assert st["rank_rows"][l] == [sum(tokens[:half]), sum(tokens[half:])], st
+        traces = [c for out in outs for c in out["routing"]["choices"]]
+        summed = [[sum(st["expert_tokens"][l][e] for st in dump["steps"]) for e in range(experts)]
+                  for l in range(layers)]
+        assert summed == recounted(traces, layers, experts)
+    finally:
+        assert d.terminate() == 0, d.log()
