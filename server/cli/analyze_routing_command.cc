@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "kernels/base/status_macros.h"
+#include "parallel/moe/skew_profile.h"
 #include "server/cli/commands.h"
 #include "server/cli/model_options.h"
 #include "server/cli/routing_analysis.h"
@@ -32,6 +33,7 @@ struct AnalyzeRoutingFlags {
   bool no_traces = false;
   int64_t max_prompt_tokens = 0;  // 0: the model's context
   int64_t chunk = 256;            // prefill chunk (tokens per step)
+  std::string router_skew;        // a skew profile for every prompt (imbalance lab); "": none
 };
 
 absl::StatusOr<std::vector<std::string>> ReadPromptFile(const std::string& path) {
@@ -48,8 +50,9 @@ absl::StatusOr<std::vector<std::string>> ReadPromptFile(const std::string& path)
 }
 
 // The routing of every token of `prompt`, run alone in chunks; its KV blocks are freed after.
-absl::StatusOr<runtime::RoutingTrace> TraceOne(ModelSession& session,
-                                               const std::vector<int32_t>& prompt, int64_t chunk) {
+absl::StatusOr<runtime::RoutingTrace> TraceOne(
+    ModelSession& session, const std::vector<int32_t>& prompt, int64_t chunk,
+    const std::shared_ptr<const parallel::SkewProfile>& skew) {
   runtime::SequenceKv kv;
   runtime::RoutingTrace trace;
   runtime::StepOutput out;
@@ -61,6 +64,7 @@ absl::StatusOr<runtime::RoutingTrace> TraceOne(ModelSession& session,
                            prompt.begin() + static_cast<int64_t>(end));
     step.kv = &kv;
     step.routing = &trace;
+    step.skew = skew;
     st = session.model().Forward(absl::MakeSpan(&step, 1), *session.pool, &out);
   }
   session.pool->Release(kv);
@@ -81,8 +85,20 @@ absl::Status Run(const AnalyzeRoutingFlags& f) {
     MOESERVE_ASSIGN_OR_RETURN(std::vector<std::string> lines, ReadPromptFile(parts[1]));
     sets.emplace_back(parts[0], std::move(lines));
   }
+  std::shared_ptr<const parallel::SkewProfile> skew;
+  if (!f.router_skew.empty()) {
+    absl::StatusOr<parallel::SkewProfile> parsed = parallel::ParseSkewProfile(f.router_skew);
+    if (!parsed.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--router-skew: ", parsed.status().message()));
+    skew = std::make_shared<const parallel::SkewProfile>(*std::move(parsed));
+  }
   MOESERVE_ASSIGN_OR_RETURN(ModelSession session, OpenModelSession(f.model));
   const runtime::ModelConfig& c = session.model().config();
+  if (skew != nullptr) {
+    if (absl::Status st = parallel::ValidateSkewProfile(*skew, c.num_local_experts); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--router-skew: ", st.message()));
+    }
+  }
   const int64_t limit = f.max_prompt_tokens > 0
                             ? std::min(f.max_prompt_tokens, c.max_position_embeddings)
                             : c.max_position_embeddings;
@@ -92,7 +108,7 @@ absl::Status Run(const AnalyzeRoutingFlags& f) {
     for (const std::string& text : lines) {
       std::vector<int32_t> ids = session.tokenizer->Encode(text, /*add_bos=*/true, false);
       if (static_cast<int64_t>(ids.size()) > limit) ids.resize(static_cast<size_t>(limit));
-      MOESERVE_ASSIGN_OR_RETURN(runtime::RoutingTrace trace, TraceOne(session, ids, f.chunk));
+      MOESERVE_ASSIGN_OR_RETURN(runtime::RoutingTrace trace, TraceOne(session, ids, f.chunk, skew));
       set.traces.push_back(std::move(trace));
     }
     std::cerr << "analyze-routing: " << name << ": " << set.traces.size() << " prompts traced\n";
@@ -132,6 +148,9 @@ void AddAnalyzeRoutingCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--max-prompt-tokens", flags->max_prompt_tokens,
                   "Truncate prompts to this many tokens (0: the model's context)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--router-skew", flags->router_skew,
+                  "Route every prompt under this skew profile (docs/imbalance-lab.md), e.g. "
+                  "zipf:1.2 or hot:2:4: see the skew in the analysis");
   cmd->add_option("--chunk", flags->chunk, "Prompt tokens per model step")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -100,3 +100,24 @@ def test_bad_prompt_spec_is_a_clear_error(tmp_path):
                            f"x={tmp_path / 'missing.txt'}"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode != 0 and "missing.txt" in proc.stderr
+
+
+def test_router_skew_shows_in_the_analysis(tmp_path):
+    """hot:2:1000 forces every token onto experts 0 and 1: by definition each gets half the rows
+    of every layer, and consecutive tokens always share an expert."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROSE) + "\n")
+    out = tmp_path / "skewed.json"
+    proc = subprocess.run([moeserve_bin(), "analyze-routing", "--threads", "2", "--router-skew",
+                           "hot:2:1000", "--prompts", f"prose={prompts}", "--json", str(out),
+                           "--no-traces"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (s,) = json.loads(out.read_text())["sets"]
+    assert "traces" not in s
+    for share, top_k in zip(s["expert_share"], s["repeat_top_k"]):
+        assert share == [0.5, 0.5] + [0.0] * (len(share) - 2)
+        assert top_k == 1.0
+    proc = subprocess.run([moeserve_bin(), "analyze-routing", "--router-skew", "hot:99",
+                           "--prompts", f"prose={prompts}"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0 and "--router-skew" in proc.stderr
