@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   moeserve::server::AddGenerateCommand(app, &exit_code);
   moeserve::server::AddMakeModelCommand(app, &exit_code);
   moeserve::server::AddBenchCommand(app, &exit_code);
+  moeserve::server::AddAnalyzeRoutingCommand(app, &exit_code);
 #ifdef MOESERVE_HAVE_FRONTENDS
   moeserve::server::AddServeCommand(app, &exit_code);
 #endif

@@ -67,8 +67,8 @@ absl::StatusOr<const int32_t*> Upload(kernels::Backend& backend, EpHostState& ho
 absl::Status Run(kernels::Backend& backend, const MoeLayerShape& shape,
                  const MoeLayerWeights& weights, int64_t layer, const ExpertParallelContext& ep,
                  const void* x, int64_t num_tokens, void* out, const float* logit_bias,
-                 EpLayerTrace* trace, const float* token_bias, EpHostState& host,
-                 bool* local_error) {
+                 EpLayerTrace* trace, const float* token_bias, RoutingHostCopy routing,
+                 EpHostState& host, bool* local_error) {
   Communicator& comm = *ep.comm;
   const ExpertPlacement& placement = *ep.placement;
   const int rank = comm.rank(), world = comm.world_size();
@@ -105,6 +105,11 @@ absl::Status Run(kernels::Backend& backend, const MoeLayerShape& shape,
   host.expert_ids.resize(static_cast<size_t>(num_tokens * top_k));
   MOESERVE_RETURN_IF_ERROR(local(backend.CopyToHost(host.expert_ids.data(), ids_dev,
                                                     sizeof(int32_t) * host.expert_ids.size())));
+  if (routing.expert_ids != nullptr && num_tokens > 0) {
+    std::copy(host.expert_ids.begin(), host.expert_ids.end(), routing.expert_ids);
+    MOESERVE_RETURN_IF_ERROR(local(backend.CopyToHost(
+        routing.weights, weights_dev, sizeof(float) * static_cast<size_t>(num_tokens * top_k))));
+  }
   host.send = BuildEpSendPlan(host.expert_ids, num_tokens, top_k, placement, layer, rank);
   const EpSendPlan& send = host.send;
 
@@ -205,14 +210,15 @@ absl::Status RunExpertParallelMoeLayer(kernels::Backend& backend, const MoeLayer
                                        const MoeLayerWeights& weights, int64_t layer,
                                        const ExpertParallelContext& ep, const void* x,
                                        int64_t num_tokens, void* out, const float* logit_bias,
-                                       EpLayerTrace* trace, const float* token_bias) {
+                                       EpLayerTrace* trace, const float* token_bias,
+                                       RoutingHostCopy routing) {
   if (ep.comm == nullptr || ep.placement == nullptr) {
     return absl::InvalidArgumentError("expert-parallel MoE layer: no communicator or placement");
   }
   bool local_error = false;
   EpHostState host;
   absl::Status st = Run(backend, shape, weights, layer, ep, x, num_tokens, out, logit_bias, trace,
-                        token_bias, host, &local_error);
+                        token_bias, routing, host, &local_error);
   // Device work may still read host's arrays and scratch buffers: finish it before they go.
   absl::Status synced = backend.Synchronize();
   if (st.ok() && !synced.ok()) {

@@ -50,10 +50,12 @@ struct ExpertParallelContext {
 // weights.tables must be built from them (BuildExpertTables). logit_bias: optional backend
 // memory [num_experts] fp32. trace (optional) receives the call's load and traffic.
 // token_bias: optional backend [num_tokens, num_experts] fp32 for this rank's tokens.
+// routing: when set, this rank's tokens' expert ids and weights are copied there (host).
 absl::Status RunExpertParallelMoeLayer(kernels::Backend& backend, const MoeLayerShape& shape,
                                        const MoeLayerWeights& weights, int64_t layer,
                                        const ExpertParallelContext& ep, const void* x,
                                        int64_t num_tokens, void* out, const float* logit_bias,
-                                       EpLayerTrace* trace, const float* token_bias = nullptr);
+                                       EpLayerTrace* trace, const float* token_bias = nullptr,
+                                       RoutingHostCopy routing = {});
 
 }  // namespace moeserve::parallel

@@ -90,6 +90,13 @@ class MoeWorkspace {
   kernels::DType act_ = kernels::DType::kF32;
 };
 
+// Optional host destinations of a layer's routing (the router's choices, for routing traces):
+// expert_ids and weights [num_tokens, top_k] each, in host memory. Both set or both null.
+struct RoutingHostCopy {
+  int32_t* expert_ids = nullptr;
+  float* weights = nullptr;
+};
+
 // Runs the block: x and out are backend memory [num_tokens, hidden] of activation_dtype(), out
 // must not alias x. logit_bias: optional backend [num_experts] fp32. expert_counts: optional
 // backend [num_experts] int64, += rows routed to each expert (read back whenever the caller

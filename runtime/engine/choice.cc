@@ -11,6 +11,7 @@ Choice::Choice(int32_t index, int64_t seq_id, const GenerationRequest& request,
   seq_.id = seq_id;
   seq_.tokens = request.prompt;
   seq_.num_prompt_tokens = static_cast<int64_t>(request.prompt.size());
+  if (request.return_routing) routing_ = std::make_shared<RoutingTrace>();
 }
 
 void Choice::AddSampleRow(int64_t batch_index, StepSampling* sampling) const {
@@ -31,6 +32,7 @@ ChoiceDelta Choice::OnSampled(SampledToken sampled) {
   if (r.finished()) {
     finish_ = r.cause == StopCause::kMaxTokens ? FinishReason::kLength : FinishReason::kStop;
     delta.finish_reason = finish_;
+    delta.routing = routing_;  // the step that sampled this token ran every traced one
   }
   return delta;
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,8 @@ class Choice {
   Sequence& seq() { return seq_; }
   int32_t index() const { return index_; }
   bool finished() const { return finish_ != FinishReason::kNone; }
+  // The choice's routing trace when the request asked for it (the step writes it), else null.
+  RoutingTrace* routing() { return routing_.get(); }
 
   // Asks the step to sample this choice's next token from the logits of batch[batch_index]'s last
   // token (one row of `sampling`, from the Sampler).
@@ -48,6 +51,7 @@ class Choice {
   TextStream text_;
   StopChecker stop_;
   FinishReason finish_ = FinishReason::kNone;
+  std::shared_ptr<RoutingTrace> routing_;  // return_routing only
 };
 
 }  // namespace moeserve::runtime

@@ -41,6 +41,7 @@ class Engine::Impl {
   std::atomic<bool> admitting_{true};
   std::vector<std::unique_ptr<Worker>> workers_;
   std::shared_ptr<const parallel::ExpertPlacement> placement_;
+  std::unique_ptr<LoadRecorder> recorder_;
 
   // Blocks one sequence of `total_tokens` holds at most (with a sliding window, only the window
   // plus one step's chunk stays resident).
@@ -108,7 +109,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
                                                       std::move(pool), sched, tokenizer,
                                                       &impl->counters_));
   }
-  for (auto& w : impl->workers_) w->Start();
+  impl->recorder_ = std::make_unique<LoadRecorder>(
+      impl->config_.num_hidden_layers, impl->config_.num_local_experts,
+      static_cast<int>(impl->workers_.size()), options.recorder_max_steps);
+  for (auto& w : impl->workers_) {
+    w->SetRecorder(impl->recorder_.get());
+    w->Start();
+  }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
@@ -135,6 +142,8 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest 
   MOESERVE_ASSIGN_OR_RETURN(const int64_t max_tokens,
                             request.sampling.ResolveMaxTokens(prompt_len, m.max_model_len_));
   request.sampling.max_tokens = max_tokens;
+  MOESERVE_RETURN_IF_ERROR(
+      CheckRoutingBound(request, m.config_.num_hidden_layers, m.options_.max_routing_entries));
   const int64_t blocks_needed = m.BlocksForSequence(prompt_len + max_tokens);
   if (blocks_needed > m.blocks_per_rank_) {
     return absl::InvalidArgumentError(
@@ -214,6 +223,7 @@ const parallel::ExpertPlacement* Engine::placement() const { return impl_->place
 const ModelConfig& Engine::model_config() const { return impl_->config_; }
 const EngineOptions& Engine::options() const { return impl_->options_; }
 int64_t Engine::max_model_len() const { return impl_->max_model_len_; }
+LoadRecorder& Engine::recorder() { return *impl_->recorder_; }
 int Engine::world_size() const { return static_cast<int>(impl_->workers_.size()); }
 
 }  // namespace moeserve::runtime

@@ -20,6 +20,7 @@
 #include "parallel/comm/communicator.h"
 #include "parallel/moe/ep_stats.h"
 #include "parallel/placement/expert_placement.h"
+#include "runtime/engine/load_recorder.h"
 #include "runtime/engine/request.h"
 #include "runtime/model/mixtral_model.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -38,6 +39,13 @@ struct EngineOptions {
   // kv_cache_bytes. 0: kv_cache_bytes everywhere.
   double gpu_memory_utilization = 0;
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
+  // Bound of one request's routing trace (return_routing): n x traced tokens x layers entries,
+  // each top_k (expert id, weight) pairs; traced tokens = prompt + max_tokens - 1. Larger
+  // requests are InvalidArgument. 65536 entries of top-2 are 1 MiB in memory and about 3 MB of
+  // response JSON (Mixtral: 2048 tokens of 32 layers).
+  int64_t max_routing_entries = 65536;
+  // Steps the load recorder keeps (a ring; load_recorder.h).
+  int64_t recorder_max_steps = kDefaultRecorderMaxSteps;
 
   absl::Status Validate() const;
 };
@@ -100,6 +108,8 @@ class Engine {
   const EngineOptions& options() const;
   int64_t max_model_len() const;
   int world_size() const;
+  // The bounded expert-load recorder (load_recorder.h); thread-safe.
+  LoadRecorder& recorder();
   // Null at world size 1 (every expert on rank 0).
   const parallel::ExpertPlacement* placement() const;
 

@@ -1,6 +1,22 @@
 #include "runtime/engine/request.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace moeserve::runtime {
+
+absl::Status CheckRoutingBound(const GenerationRequest& request, int64_t num_layers,
+                               int64_t max_entries) {
+  if (!request.return_routing) return absl::OkStatus();
+  // The last sampled token is never run, so it has no routing.
+  const int64_t tokens =
+      static_cast<int64_t>(request.prompt.size()) + request.sampling.max_tokens.value_or(1) - 1;
+  const int64_t entries = int64_t{request.sampling.n} * tokens * num_layers;
+  if (entries <= max_entries) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "return_routing: the trace would hold n=", request.sampling.n, " x ", tokens, " tokens x ",
+      num_layers, " layers = ", entries, " entries, over the limit of ", max_entries,
+      " (--max-routing-entries); lower max_tokens, n or the prompt length"));
+}
 
 const char* FinishReasonName(FinishReason reason) {
   switch (reason) {
@@ -35,6 +51,7 @@ void Merge(RequestUpdate& into, RequestUpdate&& next) {
     target->text += d.text;
     for (TokenLogprob& lp : d.logprobs) target->logprobs.push_back(std::move(lp));
     if (d.finish_reason != FinishReason::kNone) target->finish_reason = d.finish_reason;
+    if (d.routing != nullptr) target->routing = std::move(d.routing);
   }
   into.finished = into.finished || next.finished;
   if (!next.status.ok()) into.status = next.status;

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "parallel/moe/skew_profile.h"
+#include "runtime/model/routing_trace.h"
 #include "runtime/sampling/sampler.h"
 
 namespace moeserve::runtime {
@@ -33,7 +34,17 @@ struct GenerationRequest {
   // Load testing: router skew for this request's tokens only (the `router_skew` request field;
   // null: the daemon's --router-skew default, usually none). Validated by Engine::Submit.
   std::shared_ptr<const parallel::SkewProfile> router_skew;
+  // Routing traces (the `return_routing` request field): each choice's final update carries the
+  // experts and weights the router chose for its tokens. Bounded by
+  // EngineOptions::max_routing_entries, checked by Engine::Submit.
+  bool return_routing = false;
 };
+
+// InvalidArgument when `request` asks for its routing trace and the trace could hold more than
+// `max_entries` (token, layer) entries: n x (prompt + max_tokens - 1) x num_layers. REQUIRES:
+// sampling.max_tokens resolved. OK when return_routing is off.
+absl::Status CheckRoutingBound(const GenerationRequest& request, int64_t num_layers,
+                               int64_t max_entries);
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
 const char* FinishReasonName(FinishReason reason);  // "stop", "length", "cancelled", "error"
@@ -51,6 +62,9 @@ struct ChoiceDelta {
   std::string text;                    // newly final text: valid UTF-8, stop strings removed
   std::vector<TokenLogprob> logprobs;  // one per token when the request asked for logprobs
   FinishReason finish_reason = FinishReason::kNone;
+  // With return_routing, on the delta that finishes the choice (stop or length): the routing of
+  // every token the model ran for it (routing_trace.h). Null otherwise.
+  std::shared_ptr<const RoutingTrace> routing;
 };
 
 struct Usage {

@@ -179,7 +179,7 @@ void Worker::RunStep() {
     const auto begin = seq.tokens.begin() + seq.num_computed_tokens();
     Active& a = active_[seq_request_[seq.id]];
     batch.push_back({std::vector<int32_t>(begin, begin + s.num_new_tokens), &seq.kv, false,
-                     a.admitted.request.router_skew});
+                     a.admitted.request.router_skew, seq_choice_[seq.id]->routing()});
     const int64_t first = seq.num_computed_tokens();
     prompt_tokens +=
         std::max<int64_t>(0, std::min(first + s.num_new_tokens, seq.num_prompt_tokens) - first);
@@ -194,6 +194,7 @@ void Worker::RunStep() {
   counters_->steps.fetch_add(1, std::memory_order_relaxed);
   counters_->prompt_tokens.fetch_add(prompt_tokens, std::memory_order_relaxed);
   scheduler_.OnStepDone(plan);
+  if (recorder_ != nullptr && recorder_->recording()) recorder_->Record(ep_stats());
 
   std::map<int64_t, RequestUpdate> updates;  // by request key
   if (!status.ok()) {

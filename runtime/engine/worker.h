@@ -46,6 +46,8 @@ class Worker {
          const Tokenizer* tokenizer, EngineCounters* counters);
   ~Worker();  // stops the thread; requests still running get a kCancelled final update
 
+  // Before Start: the engine's load recorder, fed after every step (load_recorder.h).
+  void SetRecorder(LoadRecorder* recorder) { recorder_ = recorder; }
   void Start();
   // Thread-safe: hands a validated request to this worker.
   void Enqueue(AdmittedRequest request);
@@ -94,6 +96,7 @@ class Worker {
   Scheduler scheduler_;
   const Tokenizer* tokenizer_;
   EngineCounters* counters_;
+  LoadRecorder* recorder_ = nullptr;
 
   // Worker-thread state.
   std::map<int64_t, Active> active_;        // by request key (admission order)

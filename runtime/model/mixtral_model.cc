@@ -202,12 +202,19 @@ absl::Status MixtralModel::MoeBlock(int64_t l, const void* h, int64_t num_tokens
   if (!expert_parallel()) {
     // Load statistics accumulate on the device; RecordDeviceExpertLoad reads them per step.
     int64_t* counts = expert_counts_.as<int64_t>() + l * c.num_local_experts;
-    return parallel::RunMoeLayer(*backend_, shape, w, moe_workspace_, h, num_tokens, out, bias,
-                                 counts, token_bias);
+    MOESERVE_RETURN_IF_ERROR(parallel::RunMoeLayer(*backend_, shape, w, moe_workspace_, h,
+                                                   num_tokens, out, bias, counts, token_bias));
+    if (!routing_capture_.active() || num_tokens == 0) return absl::OkStatus();
+    return routing_capture_.Enqueue(*backend_, l, moe_workspace_.expert_ids,
+                                    moe_workspace_.weights);
   }
   parallel::EpLayerTrace trace;
+  parallel::RoutingHostCopy routing;
+  if (routing_capture_.active() && num_tokens > 0) {
+    routing = {routing_capture_.ids(l), routing_capture_.weights(l)};
+  }
   MOESERVE_RETURN_IF_ERROR(parallel::RunExpertParallelMoeLayer(
-      *backend_, shape, w, l, ep_, h, num_tokens, out, bias, &trace, token_bias));
+      *backend_, shape, w, l, ep_, h, num_tokens, out, bias, &trace, token_bias, routing));
   for (int64_t e = 0; e < c.num_local_experts; ++e) {
     expert_load_.tokens[l][e] += trace.routed_per_expert[e];
   }
@@ -513,8 +520,12 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   for (int64_t i = 0; samples_every_row && sampling != nullptr && i < N; ++i) {
     samples_every_row = sampling->sequences[static_cast<size_t>(i)] == i;
   }
-  int64_t bucket =
-      decode_only && samples_every_row && !expert_parallel() ? DecodeBucket(graph_options_, S) : 0;
+  // A step that captures routing runs unpadded: a graph would bake in this step's host copies.
+  bool captures_routing = false;
+  for (const SequenceStep& step : batch) captures_routing |= step.routing != nullptr;
+  int64_t bucket = decode_only && samples_every_row && !expert_parallel() && !captures_routing
+                       ? DecodeBucket(graph_options_, S)
+                       : 0;
   int32_t padding_block = -1;
   if (bucket > S) {
     const std::optional<int32_t> block = pool.PaddingBlock(be);
@@ -594,6 +605,8 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   // Laid out for the rows that run: a padded step's padding rows get zero bias rows, so their
   // routing stays PaddingRouting's (the global bias only).
   MOESERVE_RETURN_IF_ERROR(PrepareTokenBias(batch, run_tokens));
+  MOESERVE_RETURN_IF_ERROR(
+      routing_capture_.Prepare(be, batch, c.num_hidden_layers, run_tokens, c.num_experts_per_tok));
 
   // The index arrays are the same for every layer: check their host copies once.
   StepPlan plan;
@@ -670,6 +683,7 @@ absl::Status MixtralModel::RunBatch(absl::Span<SequenceStep> batch, KvBlockPool&
   MOESERVE_RETURN_IF_ERROR(be.Synchronize());
   if (!expert_parallel()) RecordDeviceExpertLoad(T, bucket > 0 ? bucket - T : 0);
   if (N > 0) sampler_.Read(*sampling, &out->sampled);
+  routing_capture_.Scatter(batch);
 
   // TODO(refactor): only the scheduler should advance num_computed_tokens and reserve KV blocks;
   // Forward still does both (ValidateAndReserve and here) to keep today's behaviour and tests.

@@ -45,6 +45,8 @@
 #include "runtime/kv/kv_block_pool.h"
 #include "runtime/model/decode_graphs.h"
 #include "runtime/model/mixtral_weights.h"
+#include "runtime/model/routing_capture.h"
+#include "runtime/model/routing_trace.h"
 #include "runtime/model/step_sampling.h"
 
 namespace moeserve::runtime {
@@ -57,6 +59,9 @@ struct SequenceStep {
   // Router skew for this sequence's tokens (per-request `router_skew`); null: the model's
   // default profile (SetSkewProfile), or no bias at all when it has none.
   std::shared_ptr<const parallel::SkewProfile> skew;
+  // When set, the step writes the router's top-k experts and weights of every new token in every
+  // layer here (routing_trace.h). Such a step runs unpadded (no decode graph).
+  RoutingTrace* routing = nullptr;
 };
 
 struct StepOutput {
@@ -181,6 +186,7 @@ class MixtralModel {
   std::optional<parallel::SkewProfile> skew_profile_;
   kernels::DeviceBuffer token_bias_host_, token_bias_device_;  // [layers, T, experts] fp32
   const float* step_token_bias_ = nullptr;                     // this step's device bias, or null
+  RoutingCapture routing_capture_;  // this step's routing for sequences that asked for it
   ExpertLoad expert_load_;
   // Device state, built by PrepareDevice and reused by every step.
   bool device_ready_ = false;

@@ -149,6 +149,12 @@ absl::StatusOr<runtime::GenerationRequest> BuildGenerationRequest(const ApiReque
     return InvalidParam(field, message);
   }
   s.max_tokens = *max_tokens;
+  out.return_routing = r.return_routing;
+  if (absl::Status bound =
+          runtime::CheckRoutingBound(out, limits.num_layers, limits.max_routing_entries);
+      !bound.ok()) {
+    return InvalidParam("return_routing", std::string(bound.message()));
+  }
   return out;
 }
 

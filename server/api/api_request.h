@@ -47,6 +47,10 @@ struct ApiRequest {
   // Load testing (extension, like vLLM's extra fields): a skew profile for this request's tokens
   // (parallel/moe/skew_profile.h syntax, e.g. "zipf:1.2"; docs/serving.md).
   std::optional<std::string> router_skew;
+  // Routing traces (extension): the experts and weights chosen for every token in every layer,
+  // returned with the response (server/api/routing_json.h). Bounded by
+  // ApiLimits::max_routing_entries.
+  bool return_routing = false;
   std::string request_id;
 };
 
@@ -55,7 +59,9 @@ struct ApiRequest {
 struct ApiLimits {
   std::string served_model_name;
   int64_t max_model_len = 0;
-  int64_t num_experts = 0;  // for router_skew's expert range; 0: left to Engine::Submit
+  int64_t num_experts = 0;              // for router_skew's expert range; 0: left to Engine::Submit
+  int64_t num_layers = 0;               // for return_routing's bound
+  int64_t max_routing_entries = 65536;  // EngineOptions::max_routing_entries
 };
 
 // InvalidArgument naming `param`; the name travels as a status payload so the HTTP error body

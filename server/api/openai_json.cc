@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
 #include "runtime/sampling/stop_checker.h"
+#include "server/api/routing_json.h"
 
 namespace moeserve::server::api {
 namespace {
@@ -288,6 +289,7 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(std::string_view body, RequestK
   }
   MOESERVE_RETURN_IF_ERROR(ReadBool(j, "ignore_eos", &r.ignore_eos));
   MOESERVE_RETURN_IF_ERROR(ReadString(j, "router_skew", &r.router_skew));
+  MOESERVE_RETURN_IF_ERROR(ReadBool(j, "return_routing", &r.return_routing));
   MOESERVE_RETURN_IF_ERROR(ReadBool(j, "stream", &out.stream));
   if (auto it = j.find("stream_options"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) return WrongType("stream_options", "an object", *it);
@@ -427,6 +429,12 @@ std::vector<std::string> OpenAiResponder::Chunks(const runtime::RequestUpdate& u
   if (!choices.empty()) {
     json chunk = Envelope(chat ? "chat.completion.chunk" : "text_completion");
     chunk["choices"] = std::move(choices);
+    // return_routing: the chunk in which a choice finishes carries its trace.
+    std::vector<std::pair<int32_t, const runtime::RoutingTrace*>> traced;
+    for (const runtime::ChoiceDelta& d : update.choices) {
+      if (d.routing != nullptr) traced.emplace_back(d.index, d.routing.get());
+    }
+    if (!traced.empty()) chunk["routing"] = RoutingJson(traced);
     out.push_back(chunk.dump(-1, ' ', false, json::error_handler_t::replace));
   }
   return out;
@@ -446,6 +454,7 @@ void OpenAiResponder::Accumulate(const runtime::RequestUpdate& update) {
     c.text += d.text;
     c.logprobs.insert(c.logprobs.end(), d.logprobs.begin(), d.logprobs.end());
     if (d.finish_reason != runtime::FinishReason::kNone) c.finish = d.finish_reason;
+    if (d.routing != nullptr) c.routing = d.routing;
   }
 }
 
@@ -467,6 +476,12 @@ std::string OpenAiResponder::Body(const runtime::Usage& usage) const {
   }
   body["choices"] = std::move(choices);
   body["usage"] = UsageJson(usage);
+  std::vector<std::pair<int32_t, const runtime::RoutingTrace*>> traced;
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    if (choices_[i].routing)
+      traced.emplace_back(static_cast<int32_t>(i), choices_[i].routing.get());
+  }
+  if (!traced.empty()) body["routing"] = RoutingJson(traced);
   return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -56,6 +57,7 @@ class OpenAiResponder {
     std::vector<runtime::TokenLogprob> logprobs;
     runtime::FinishReason finish = runtime::FinishReason::kNone;
     bool role_sent = false;  // chat streams: the first chunk carries the role
+    std::shared_ptr<const runtime::RoutingTrace> routing;  // return_routing, once finished
   };
   nlohmann::json Envelope(const char* object) const;
   // The logprobs object for these tokens, or null when the request did not ask for logprobs.

@@ -34,6 +34,7 @@
 #include "kernels/cpu/random_fill.h"
 #include "nlohmann/json.hpp"
 #include "parallel/moe/moe_layer.h"
+#include "runtime/engine/load_recorder.h"
 #include "runtime/engine/rank_set.h"
 #include "runtime/model/device_random_model.h"
 #include "runtime/model/random_model.h"
@@ -61,6 +62,9 @@ struct BenchFlags {
   std::vector<int64_t> moe_tokens = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
   int64_t copy_mib = 4096;
   uint64_t seed = 1;
+  // Model mode: also time every repetition with the load recorder on (what a serving worker
+  // adds per step while /v1/lab/recorder records), interleaved with the plain runs.
+  bool recorder = false;
 };
 
 double Median(std::vector<double> v) {
@@ -77,8 +81,16 @@ int RunBench(const BenchFlags& f) {
   runtime::MixtralModel& model = session->model();
   const runtime::ModelConfig& c = model.config();
   using Clock = std::chrono::steady_clock;
-  std::vector<double> prefill_s, decode_s;
-  for (int rep = 0; rep <= f.repeat; ++rep) {  // rep 0 is the warm-up
+  std::vector<double> prefill_s, decode_s, recorded_decode_s;
+  double record_s = 0;  // time inside LoadRecorder::Record, timed repetitions
+  int64_t records = 0;
+  runtime::LoadRecorder recorder(c.num_hidden_layers, c.num_local_experts, 1,
+                                 runtime::kDefaultRecorderMaxSteps);
+  recorder.Start();
+  // With --recorder each repetition runs twice: plain, then recording after every step.
+  for (int run = 0; run < (f.recorder ? 2 : 1) * (f.repeat + 1); ++run) {
+    const int rep = f.recorder ? run / 2 : run;  // rep 0 is the warm-up
+    const bool record = f.recorder && run % 2 == 1;
     std::vector<runtime::SequenceKv> kv(static_cast<size_t>(f.batch));
     std::vector<runtime::SequenceStep> steps;
     uint64_t state = 12345;
@@ -100,6 +112,12 @@ int RunBench(const BenchFlags& f) {
         steps[b].new_tokens = {runtime::ArgMax(out.last_row(b), out.vocab)};
       }
       st = model.Forward(absl::MakeSpan(steps), *session->pool, &out);
+      if (record) {  // as Worker::RunStep does
+        const auto r0 = Clock::now();
+        recorder.Record(model.ep_stats());
+        if (rep > 0) record_s += std::chrono::duration<double>(Clock::now() - r0).count();
+        records += rep > 0;
+      }
     }
     auto t2 = Clock::now();
     for (auto& k : kv) session->pool->Release(k);
@@ -108,6 +126,10 @@ int RunBench(const BenchFlags& f) {
       return 1;
     }
     if (rep == 0) continue;
+    if (record) {
+      recorded_decode_s.push_back(std::chrono::duration<double>(t2 - t1).count());
+      continue;
+    }
     prefill_s.push_back(std::chrono::duration<double>(t1 - t0).count());
     decode_s.push_back(std::chrono::duration<double>(t2 - t1).count());
   }
@@ -126,6 +148,16 @@ int RunBench(const BenchFlags& f) {
   };
   if (session->backend->device() == kernels::Device::kCpu) {
     j["cpu_kernels"] = std::string(kernels::cpu::CpuIsaName(kernels::cpu::ActiveCpuIsa()));
+  }
+  if (f.recorder) {
+    const double recorded = Median(recorded_decode_s);
+    j["decode_ms_per_step_recorder"] = 1000.0 * recorded / static_cast<double>(f.gen_len);
+    j["recorder_overhead_pct"] = 100.0 * (recorded - decode) / decode;
+    // The recorder's own time per step, measured around each call: robust to a noisy machine.
+    j["recorder_us_per_step"] = 1e6 * record_s / static_cast<double>(std::max<int64_t>(1, records));
+    j["recorder_share_of_step_pct"] =
+        100.0 * (record_s / static_cast<double>(std::max<int64_t>(1, records))) /
+        (decode / static_cast<double>(f.gen_len));
   }
   std::cout << j.dump() << "\n";
   return 0;
@@ -493,6 +525,8 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", flags->seed, "Preset mode: weight seed")->capture_default_str();
+  cmd->add_flag("--recorder", flags->recorder,
+                "Model mode: also time decode with the load recorder on (recorder_overhead_pct)");
   cmd->callback([flags, exit_code]() {
     *exit_code = flags->preset.empty() ? RunBench(*flags) : RunPresetBench(*flags);
   });

@@ -12,6 +12,8 @@ void AddMakeModelCommand(CLI::App& app,
                          int* exit_code);  // moeserve make-model: write a random-init model
 void AddBenchCommand(CLI::App& app,
                      int* exit_code);  // moeserve bench: prefill / decode tokens per second
+// moeserve analyze-routing: the Mixtral paper's routing analysis over prompt sets.
+void AddAnalyzeRoutingCommand(CLI::App& app, int* exit_code);
 // moeserve serve: the HTTP + gRPC daemon (server/cli/serve_command.cc, MOESERVE_FRONTENDS only).
 void AddServeCommand(CLI::App& app, int* exit_code);
 

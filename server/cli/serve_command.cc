@@ -85,7 +85,9 @@ std::string DescribeConfig(const ServeFlags& f, const std::string& served_name, 
     << "ep_size = " << f.ep_size << "\n"
     << "placement = " << (f.placement_file.empty() ? "(contiguous)" : f.placement_file) << "\n"
     << "router_skew = " << (f.router_skew.empty() ? "(off)" : f.router_skew) << "\n"
-    << "stats_window_steps = " << f.stats_window_steps << "\n";
+    << "stats_window_steps = " << f.stats_window_steps << "\n"
+    << "max_routing_entries = " << f.engine.max_routing_entries << "\n"
+    << "recorder_max_steps = " << f.engine.recorder_max_steps << "\n";
   return s.str();
 }
 
@@ -201,6 +203,8 @@ int RunServe(ServeFlags f) {
       f.served_model_name.empty() ? DefaultServedName(f.model) : f.served_model_name;
   ctx.limits.max_model_len = (*engine)->max_model_len();
   ctx.limits.num_experts = (*engine)->model_config().num_local_experts;
+  ctx.limits.num_layers = (*engine)->model_config().num_hidden_layers;
+  ctx.limits.max_routing_entries = f.engine.max_routing_entries;
 
   HttpFrontEnd http(&ctx, {.host = f.host,
                            .port = f.port,
@@ -357,6 +361,17 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "Steps in the sliding window of the per-layer imbalance statistics "
                   "(/metrics span=\"window\", GetStats; docs/imbalance-lab.md)")
       ->envname("MOESERVE_STATS_WINDOW_STEPS")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  cmd->add_option("--max-routing-entries", f.engine.max_routing_entries,
+                  "Largest routing trace a request may ask for (return_routing): n x tokens x "
+                  "layers entries; larger requests get 400 / INVALID_ARGUMENT")
+      ->envname("MOESERVE_MAX_ROUTING_ENTRIES")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->capture_default_str();
+  cmd->add_option("--recorder-max-steps", f.engine.recorder_max_steps,
+                  "Steps the load recorder keeps (/v1/lab/recorder/*; a ring, the oldest dropped)")
+      ->envname("MOESERVE_RECORDER_MAX_STEPS")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
   cmd->callback([flags, exit_code]() { *exit_code = RunServe(*flags); });

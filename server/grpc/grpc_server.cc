@@ -93,8 +93,10 @@ grpc::Status EncodeResponse(const Message& message, grpc::ByteBuffer* out) {
 // The service with every method taking and returning bytes (see DecodeRequest).
 using RawMoeserveService = v1::Moeserve::WithRawCallbackMethod_Generate<
     v1::Moeserve::WithRawCallbackMethod_Tokenize<v1::Moeserve::WithRawCallbackMethod_Detokenize<
-        v1::Moeserve::WithRawCallbackMethod_ModelInfo<
-            v1::Moeserve::WithRawCallbackMethod_GetStats<v1::Moeserve::Service>>>>>;
+        v1::Moeserve::WithRawCallbackMethod_ModelInfo<v1::Moeserve::WithRawCallbackMethod_GetStats<
+            v1::Moeserve::WithRawCallbackMethod_StartRecorder<
+                v1::Moeserve::WithRawCallbackMethod_StopRecorder<
+                    v1::Moeserve::WithRawCallbackMethod_DumpRecorder<v1::Moeserve::Service>>>>>>>>;
 
 class StreamPump;
 
@@ -382,7 +384,45 @@ class MoeserveService final : public RawMoeserveService {
         });
   }
 
+  // The load recorder (imbalance lab): start clears and records, stop keeps, dump returns it.
+  grpc::ServerUnaryReactor* StartRecorder(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request_bytes,
+                                          grpc::ByteBuffer* response_bytes) override {
+    return Recorder(
+        context, "StartRecorder", request_bytes, response_bytes,
+        [](runtime::LoadRecorder& r) { r.Start(); }, false);
+  }
+  grpc::ServerUnaryReactor* StopRecorder(grpc::CallbackServerContext* context,
+                                         const grpc::ByteBuffer* request_bytes,
+                                         grpc::ByteBuffer* response_bytes) override {
+    return Recorder(
+        context, "StopRecorder", request_bytes, response_bytes,
+        [](runtime::LoadRecorder& r) { r.Stop(); }, false);
+  }
+  grpc::ServerUnaryReactor* DumpRecorder(grpc::CallbackServerContext* context,
+                                         const grpc::ByteBuffer* request_bytes,
+                                         grpc::ByteBuffer* response_bytes) override {
+    return Recorder(
+        context, "DumpRecorder", request_bytes, response_bytes, [](runtime::LoadRecorder&) {},
+        true);
+  }
+
  private:
+  template <typename Action>
+  grpc::ServerUnaryReactor* Recorder(grpc::CallbackServerContext* context, const char* method,
+                                     const grpc::ByteBuffer* request_bytes,
+                                     grpc::ByteBuffer* response_bytes, Action action,
+                                     bool with_steps) {
+    return Unary<v1::RecorderRequest, v1::RecorderDump>(
+        context, method, request_bytes, response_bytes,
+        [this, action, with_steps](const v1::RecorderRequest&, v1::RecorderDump* out) {
+          runtime::LoadRecorder& recorder = ctx_->engine->recorder();
+          action(recorder);
+          ToRecorderDump(recorder.Dump(), with_steps, out);
+          return absl::OkStatus();
+        });
+  }
+
   // One unary call: decode, `handle`, encode, finish (counted in the metrics).
   template <typename Request, typename Response, typename Handler>
   grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const char* method,

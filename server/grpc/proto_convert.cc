@@ -13,6 +13,7 @@ api::ApiRequest ToApiRequest(const v1::GenerateRequest& request) {
   api::ApiRequest r;
   r.request_id = request.request_id();
   if (request.has_router_skew()) r.router_skew = request.router_skew();
+  r.return_routing = request.return_routing();
   if (!request.model().empty()) r.model = request.model();
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText:
@@ -53,6 +54,39 @@ api::ApiRequest ToApiRequest(const v1::GenerateRequest& request) {
   return r;
 }
 
+void ToTokenRouting(const runtime::RoutingTrace& trace, v1::ChoiceDelta* out) {
+  const int64_t row = trace.num_layers * trace.top_k;
+  for (int64_t p = 0; p < trace.num_positions(); ++p) {
+    v1::TokenRouting* t = out->add_routing();
+    t->set_position(static_cast<int32_t>(p));
+    t->set_token_id(trace.tokens[static_cast<size_t>(p)]);
+    t->mutable_experts()->Add(trace.experts.begin() + p * row,
+                              trace.experts.begin() + (p + 1) * row);
+    t->mutable_weights()->Add(trace.weights.begin() + p * row,
+                              trace.weights.begin() + (p + 1) * row);
+  }
+}
+
+void ToRecorderDump(const runtime::RecorderDump& dump, bool with_steps, v1::RecorderDump* out) {
+  out->set_recording(dump.recording);
+  out->set_max_steps(dump.max_steps);
+  out->set_steps_dropped(dump.steps_dropped);
+  out->set_num_layers(dump.num_layers);
+  out->set_num_experts(dump.num_experts);
+  out->set_world_size(dump.world_size);
+  if (!with_steps) return;
+  for (const runtime::RecordedStep& step : dump.steps) {
+    v1::RecordedStep* s = out->add_steps();
+    s->set_step(step.step);
+    for (size_t l = 0; l < step.expert_tokens.size(); ++l) {
+      v1::LayerStepLoad* layer = s->add_layers();
+      layer->mutable_expert_tokens()->Add(step.expert_tokens[l].begin(),
+                                          step.expert_tokens[l].end());
+      layer->mutable_rank_rows()->Add(step.rank_rows[l].begin(), step.rank_rows[l].end());
+    }
+  }
+}
+
 void ToGenerateResponse(const runtime::RequestUpdate& update, const std::string& request_id,
                         const runtime::Tokenizer& tok, v1::GenerateResponse* out) {
   out->Clear();
@@ -78,6 +112,7 @@ void ToGenerateResponse(const runtime::RequestUpdate& update, const std::string&
     if (d.finish_reason != runtime::FinishReason::kNone) {
       c->set_finish_reason(runtime::FinishReasonName(d.finish_reason));
     }
+    if (d.routing != nullptr) ToTokenRouting(*d.routing, c);
   }
   v1::Usage* usage = out->mutable_usage();
   usage->set_prompt_tokens(update.usage.prompt_tokens);

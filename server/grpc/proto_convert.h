@@ -22,6 +22,12 @@ api::ApiRequest ToApiRequest(const v1::GenerateRequest& request);
 void ToGenerateResponse(const runtime::RequestUpdate& update, const std::string& request_id,
                         const runtime::Tokenizer& tok, v1::GenerateResponse* out);
 
+// A finished choice's routing trace (return_routing), one TokenRouting per position.
+void ToTokenRouting(const runtime::RoutingTrace& trace, v1::ChoiceDelta* out);
+
+// The recorder's state; its steps only when `with_steps` (DumpRecorder).
+void ToRecorderDump(const runtime::RecorderDump& dump, bool with_steps, v1::RecorderDump* out);
+
 void ToStatsResponse(const runtime::EngineStats& stats, v1::GetStatsResponse* out);
 
 }  // namespace moeserve::server

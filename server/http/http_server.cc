@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 #include "server/api/openai_json.h"
+#include "server/api/recorder_json.h"
 #include "server/http/routes.h"
 #include "spdlog/spdlog.h"
 
@@ -399,6 +400,17 @@ void Session::Dispatch() {
         ctx_->metrics->CountRequest("http", endpoint_, "200");
         return Respond(200, "text/plain; version=0.0.4; charset=utf-8",
                        ctx_->metrics->Render(ctx_->engine->Stats()));
+      case RouteId::kRecorderStart:
+      case RouteId::kRecorderStop:
+      case RouteId::kRecorderDump: {
+        runtime::LoadRecorder& recorder = ctx_->engine->recorder();
+        if (route->id == RouteId::kRecorderStart) recorder.Start();
+        if (route->id == RouteId::kRecorderStop) recorder.Stop();
+        ctx_->metrics->CountRequest("http", endpoint_, "200");
+        return Respond(
+            200, kJson,
+            api::RecorderJson(recorder.Dump(), route->id == RouteId::kRecorderDump).dump());
+      }
     }
   } catch (const std::exception& e) {
     // Never expected (parsers return Status); a bug must not take the connection's strand down.

@@ -12,6 +12,9 @@ constexpr Route kRoutes[] = {
     {"/v1/models", "GET", RouteId::kModels},
     {"/health", "GET", RouteId::kHealth},
     {"/metrics", "GET", RouteId::kMetrics},
+    {"/v1/lab/recorder/start", "POST", RouteId::kRecorderStart},
+    {"/v1/lab/recorder/stop", "POST", RouteId::kRecorderStop},
+    {"/v1/lab/recorder/dump", "GET", RouteId::kRecorderDump},
 };
 
 }  // namespace

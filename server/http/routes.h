@@ -7,7 +7,16 @@
 
 namespace moeserve::server {
 
-enum class RouteId { kCompletions, kChat, kModels, kHealth, kMetrics };
+enum class RouteId {
+  kCompletions,
+  kChat,
+  kModels,
+  kHealth,
+  kMetrics,
+  kRecorderStart,  // imbalance lab: the load recorder (server/api/recorder_json.h)
+  kRecorderStop,
+  kRecorderDump,
+};
 
 struct Route {
   std::string_view path;

@@ -48,6 +48,7 @@ struct SequenceResult {
   std::vector<std::vector<float>> step_logits;  // the last row of each decode step
   std::vector<int32_t> tokens;                  // greedy continuation
   int rank = 0;
+  RoutingTrace routing;  // with GroupOptions::trace_routing
 };
 
 struct GroupRun {
@@ -73,6 +74,7 @@ struct GroupOptions {
   parallel::RouterSkew skew;
   int64_t kv_block_size = 4;
   std::string backend = "cpu";  // every rank's backend (tests/golden/backends.h)
+  bool trace_routing = false;   // fill SequenceResult::routing
 };
 
 // LoadRankSet's answer to --device cuda with --ep-size 2 for the model in `model_dir` (empty: the
@@ -139,6 +141,7 @@ inline absl::StatusOr<GroupRun> RunGroup(const ModelFactory& make,
         } else {
           batch.push_back({{r.tokens.back()}, &kv[i], false});
         }
+        if (options.trace_routing) batch.back().routing = &r.routing;
         in_batch.push_back(i);
       }
       StepOutput out;

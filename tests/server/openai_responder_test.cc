@@ -88,5 +88,33 @@ TEST(MetricsTest, RendersCountersHistogramsAndExperts) {
   EXPECT_THAT(text, HasSubstr("# TYPE moeserve_expert_tokens_total counter\n"));
 }
 
+// return_routing: a constructed trace of 2 positions x 2 layers x top-2 comes out nested
+// [T][L][k], in the body and in the stream chunk where the choice finishes, and only there.
+TEST_F(ResponderTest, RoutingTraceNestsPositionsLayersAndChoices) {
+  auto trace = std::make_shared<runtime::RoutingTrace>(2, 2);
+  trace->tokens = {1, 42};
+  trace->experts = {3, 1, 0, 7, 2, 5, 6, 4};  // (p0 l0) (p0 l1) (p1 l0) (p1 l1)
+  trace->weights = {0.75f, 0.25f, 0.5f, 0.5f, 0.625f, 0.375f, 1.0f, 0.0f};
+  runtime::RequestUpdate finish = Delta(0, "x", 9, runtime::FinishReason::kLength);
+  finish.choices[0].routing = trace;
+  const json want = {{"num_layers", 2},
+                     {"top_k", 2},
+                     {"choices",
+                      {{{"index", 0},
+                        {"token_ids", {1, 42}},
+                        {"experts", {{{3, 1}, {0, 7}}, {{2, 5}, {6, 4}}}},
+                        {"weights", {{{0.75, 0.25}, {0.5, 0.5}}, {{0.625, 0.375}, {1.0, 0.0}}}}}}}};
+  api::OpenAiResponder body(api::RequestKind::kCompletion, "cmpl-1", "tiny", 100, *tok_, false, 1);
+  body.Accumulate(Delta(0, "a", 8));
+  body.Accumulate(finish);
+  EXPECT_EQ(json::parse(body.Body({3, 2}))["routing"], want);
+  api::OpenAiResponder stream(api::RequestKind::kChat, "c-1", "tiny", 100, *tok_, false, 1);
+  EXPECT_FALSE(json::parse(stream.Chunks(Delta(0, "a", 8))[0]).contains("routing"));
+  EXPECT_EQ(json::parse(stream.Chunks(finish)[0])["routing"], want);
+  api::OpenAiResponder plain(api::RequestKind::kCompletion, "cmpl-2", "tiny", 100, *tok_, false, 1);
+  plain.Accumulate(Delta(0, "a", 8, runtime::FinishReason::kStop));
+  EXPECT_FALSE(json::parse(plain.Body({3, 2})).contains("routing"));
+}
+
 }  // namespace
 }  // namespace moeserve::server

@@ -58,4 +58,24 @@ TEST(RequestStreamTest, OnPushFromAnotherThread) {
 }
 
 }  // namespace
+// A slow reader gets merged updates: the finishing delta's routing trace survives the merge.
+TEST(RequestStreamTest, MergedUpdatesKeepTheRoutingTrace) {
+  RequestStream stream("r");
+  auto trace = std::make_shared<RoutingTrace>(1, 2);
+  RequestUpdate first, last;
+  first.choices.push_back({.index = 0, .tokens = {5}, .text = "a"});
+  last.choices.push_back({.index = 0, .tokens = {6}, .text = "b"});
+  last.choices[0].finish_reason = FinishReason::kStop;
+  last.choices[0].routing = trace;
+  last.finished = true;
+  stream.Push(first);
+  stream.Push(last);
+  std::optional<RequestUpdate> merged = stream.Next(absl::Now());
+  ASSERT_TRUE(merged.has_value());
+  ASSERT_EQ(merged->choices.size(), 1u);
+  EXPECT_EQ(merged->choices[0].tokens, (std::vector<int32_t>{5, 6}));
+  EXPECT_EQ(merged->choices[0].routing, trace);
+  EXPECT_TRUE(merged->finished);
+}
+
 }  // namespace moeserve::runtime
