@@ -25,6 +25,8 @@
 #include "nlohmann/json.hpp"
 #include "server/api/openai_json.h"
 #include "server/http/routes.h"
+#include "server/lab/lab_page.h"
+#include "server/lab/lab_stats.h"
 #include "spdlog/spdlog.h"
 
 namespace moeserve::server {
@@ -399,6 +401,13 @@ void Session::Dispatch() {
         ctx_->metrics->CountRequest("http", endpoint_, "200");
         return Respond(200, "text/plain; version=0.0.4; charset=utf-8",
                        ctx_->metrics->Render(ctx_->engine->Stats()));
+      case RouteId::kLabPage:
+        ctx_->metrics->CountRequest("http", endpoint_, "200");
+        return Respond(200, "text/html; charset=utf-8", LabPageHtml());
+      case RouteId::kLabStats:
+        ctx_->metrics->CountRequest("http", endpoint_, "200");
+        return Respond(200, kJson,
+                       LabStatsJson(ctx_->engine->Stats(), ctx_->engine->placement()).dump());
     }
   } catch (const std::exception& e) {
     // Never expected (parsers return Status); a bug must not take the connection's strand down.

@@ -12,6 +12,8 @@ constexpr Route kRoutes[] = {
     {"/v1/models", "GET", RouteId::kModels},
     {"/health", "GET", RouteId::kHealth},
     {"/metrics", "GET", RouteId::kMetrics},
+    {"/lab", "GET", RouteId::kLabPage},
+    {"/v1/lab/stats", "GET", RouteId::kLabStats},
 };
 
 }  // namespace

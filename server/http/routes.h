@@ -7,7 +7,8 @@
 
 namespace moeserve::server {
 
-enum class RouteId { kCompletions, kChat, kModels, kHealth, kMetrics };
+// kLabPage / kLabStats: the live imbalance view (server/lab) and the JSON it polls.
+enum class RouteId { kCompletions, kChat, kModels, kHealth, kMetrics, kLabPage, kLabStats };
 
 struct Route {
   std::string_view path;
