@@ -17,6 +17,8 @@ packages=(
   clang-14 libclang-rt-14-dev libomp-14-dev llvm-14
   # tests/e2e (part of tools/test.sh): tools/e2e-venv.sh makes a venv and pip-installs the clients
   python3 python3-venv
+  # tests/e2e/test_lab_page.py opens the live imbalance page (GET /lab) in headless Chromium
+  chromium
 )
 
 missing=()

@@ -26,6 +26,8 @@
 #include "server/api/openai_json.h"
 #include "server/api/recorder_json.h"
 #include "server/http/routes.h"
+#include "server/lab/lab_page.h"
+#include "server/lab/lab_stats.h"
 #include "spdlog/spdlog.h"
 
 namespace moeserve::server {
@@ -411,6 +413,13 @@ void Session::Dispatch() {
             200, kJson,
             api::RecorderJson(recorder.Dump(), route->id == RouteId::kRecorderDump).dump());
       }
+      case RouteId::kLabPage:
+        ctx_->metrics->CountRequest("http", endpoint_, "200");
+        return Respond(200, "text/html; charset=utf-8", LabPageHtml());
+      case RouteId::kLabStats:
+        ctx_->metrics->CountRequest("http", endpoint_, "200");
+        return Respond(200, kJson,
+                       LabStatsJson(ctx_->engine->Stats(), ctx_->engine->placement()).dump());
     }
   } catch (const std::exception& e) {
     // Never expected (parsers return Status); a bug must not take the connection's strand down.

@@ -2,7 +2,7 @@
 //   POST /v1/completions, POST /v1/chat/completions   stream=false: one JSON body;
 //                                                      stream=true: SSE "data: {...}\n\n" chunks,
 //                                                      then "data: [DONE]\n\n"
-//   GET /v1/models, GET /health, GET /metrics
+//   GET /v1/models, GET /health, GET /metrics, GET /lab (live imbalance page), GET /v1/lab/stats
 // Errors use OpenAI's body {"error": {"message", "type", "param", "code"}}.
 //
 // Threading: a fixed pool of `io_threads` runs one io_context; every connection's handlers run

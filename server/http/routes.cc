@@ -15,6 +15,8 @@ constexpr Route kRoutes[] = {
     {"/v1/lab/recorder/start", "POST", RouteId::kRecorderStart},
     {"/v1/lab/recorder/stop", "POST", RouteId::kRecorderStop},
     {"/v1/lab/recorder/dump", "GET", RouteId::kRecorderDump},
+    {"/lab", "GET", RouteId::kLabPage},
+    {"/v1/lab/stats", "GET", RouteId::kLabStats},
 };
 
 }  // namespace

@@ -7,15 +7,19 @@
 
 namespace moeserve::server {
 
+// kRecorder*: the imbalance lab's load recorder (server/api/recorder_json.h); kLabPage /
+// kLabStats: the live imbalance view (server/lab) and the JSON it polls.
 enum class RouteId {
   kCompletions,
   kChat,
   kModels,
   kHealth,
   kMetrics,
-  kRecorderStart,  // imbalance lab: the load recorder (server/api/recorder_json.h)
+  kRecorderStart,
   kRecorderStop,
   kRecorderDump,
+  kLabPage,
+  kLabStats,
 };
 
 struct Route {

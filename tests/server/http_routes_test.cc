@@ -14,6 +14,14 @@ TEST(RoutesTest, FindsKnownPathsIgnoringTheQuery) {
   EXPECT_EQ(FindRoute("/health")->method, "GET");
   EXPECT_EQ(FindRoute("/v1/completions/"), nullptr);
   EXPECT_EQ(FindRoute("/V1/models"), nullptr);
+  // The live imbalance view: the page and the JSON it polls, both GET.
+  ASSERT_NE(FindRoute("/lab?interval=500"), nullptr);
+  EXPECT_EQ(FindRoute("/lab?interval=500")->id, RouteId::kLabPage);
+  EXPECT_EQ(FindRoute("/lab")->method, "GET");
+  ASSERT_NE(FindRoute("/v1/lab/stats"), nullptr);
+  EXPECT_EQ(FindRoute("/v1/lab/stats")->id, RouteId::kLabStats);
+  EXPECT_EQ(FindRoute("/v1/lab/stats")->method, "GET");
+  EXPECT_EQ(FindRoute("/lab/"), nullptr);
   EXPECT_EQ(FindRoute(""), nullptr);
 }
 
