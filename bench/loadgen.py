@@ -379,6 +379,7 @@ def parse_args(argv):
     ap.add_argument("--workload", required=True, help="workload file (.json, or .yaml/.yml)")
     ap.add_argument("--json", help="write the full report (raw per-request timings) here")
     ap.add_argument("--html", help="write the self-contained HTML report here")
+    ap.add_argument("--plots-dir", help="also write each plot as DIR/NAME.svg (for docs)")
     ap.add_argument("--skew-levels", nargs="+", type=float,
                     help="sweep: these skew levels (replaces the workload's phases)")
     ap.add_argument("--skew-template", help="sweep: the profile of a level, e.g. hot:2:{level}")
@@ -419,6 +420,7 @@ def main(argv=None) -> int:
     poller = StatsPoller(target, args.poll_interval, t0)
     poller.poll_once()
     poller.start()
+    interrupted = False
     report = {"object": "moeserve.loadgen.report", "version": 1,
               "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "workload": {"name": workload.name, "file": str(args.workload),
@@ -431,11 +433,11 @@ def main(argv=None) -> int:
               "phases": []}
     try:
         for index, phase in enumerate(workload.phases):
-            progress.reset(index, phase.name, phase.requests)
             poller.phase = phase.name
             before = idle_stats(target)
             if not args.no_recorder:
                 target.call("POST", "/v1/lab/recorder/start")
+            progress.reset(index, phase.name, phase.requests)
             phase_t = time.perf_counter() - t0
             records, wall = run_phase(target, workload, model, index, t0, progress)
             after = idle_stats(target)
@@ -459,6 +461,15 @@ def main(argv=None) -> int:
     except (OSError, RuntimeError, http.client.HTTPException) as e:
         print(f"\nloadgen: lost the daemon at {args.url}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # report what finished; requests in flight are abandoned
+        interrupted = True
+        print(f"\nloadgen: interrupted; reporting the {len(report['phases'])} finished "
+              "phase(s)", file=sys.stderr)
+        if not args.no_recorder:
+            try:
+                target.call("POST", "/v1/lab/recorder/stop")
+            except (OSError, RuntimeError, http.client.HTTPException):
+                pass
     finally:
         poller.stop_event.set()
         poller.join()
@@ -474,10 +485,17 @@ def main(argv=None) -> int:
     if args.html:
         Path(args.html).write_text(loadgen_html.render(report))
         print(f"html: {args.html}")
+    if args.plots_dir:
+        Path(args.plots_dir).mkdir(parents=True, exist_ok=True)
+        for name, svg in loadgen_html.plots(report).items():
+            Path(args.plots_dir, f"{name}.svg").write_text(loadgen_html.standalone_svg(svg))
+        print(f"plots: {args.plots_dir}/{{{','.join(loadgen_html.plots(report))}}}.svg")
     errors = sum(p["summary"]["errors"] for p in report["phases"])
     if errors:
         first = next(r["error"] for p in report["phases"] for r in p["requests"] if r["error"])
         print(f"loadgen: {errors} request(s) failed, the first: {first}", file=sys.stderr)
+    if interrupted:
+        return 130
     return 3 if errors else 0
 
 

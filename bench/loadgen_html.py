@@ -139,7 +139,8 @@ def num(x, f="{:.2f}") -> str:
     return "-" if x is None else f.format(x)
 
 
-def render(report: dict) -> str:
+def plots(report: dict) -> dict:
+    """{name: <svg> text} of the report's four plots."""
     phases = report["phases"]
     x_label, xs = skew_axis(phases)
 
@@ -156,16 +157,28 @@ def render(report: dict) -> str:
     bands = [(p["start_s"], p["end_s"], p["name"]) for p in phases]
     layers = [{"name": p["name"], "points": list(enumerate(p["imbalance"]["expert_max_mean"]))}
               for p in phases]
-    plots = [
-        line_chart("throughput", "Output throughput against skew", x_label, "output tokens/s",
-                   by_load(phases, xs, lambda p: p["summary"]["output_tok_per_s"])),
-        line_chart("itl_p99", "p99 inter-token latency against skew", x_label, "ITL p99 (ms)",
-                   by_load(phases, xs, itl99)),
-        line_chart("imbalance_time", "Imbalance over time (rows between polls)",
-                   "seconds since start", "max/mean", time_series, bands=bands, y_zero=False),
-        line_chart("imbalance_layers", "Expert max/mean per layer, per phase", "layer",
-                   "expert max/mean", layers, y_zero=False),
-    ]
+    return {
+        "throughput": line_chart(
+            "throughput", "Output throughput against skew", x_label, "output tokens/s",
+            by_load(phases, xs, lambda p: p["summary"]["output_tok_per_s"])),
+        "itl_p99": line_chart("itl_p99", "p99 inter-token latency against skew", x_label,
+                              "ITL p99 (ms)", by_load(phases, xs, itl99)),
+        "imbalance_time": line_chart(
+            "imbalance_time", "Imbalance over time (rows between polls)", "seconds since start",
+            "max/mean", time_series, bands=bands, y_zero=False),
+        "imbalance_layers": line_chart("imbalance_layers", "Expert max/mean per layer, per phase",
+                                       "layer", "expert max/mean", layers, y_zero=False),
+    }
+
+
+def standalone_svg(svg: str) -> str:
+    """An inline <svg> as a file of its own (which needs the namespace)."""
+    return svg.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1) + "\n"
+
+
+def render(report: dict) -> str:
+    phases = report["phases"]
+    charts = list(plots(report).values())
     rows = []
     for p in phases:
         s, im = p["summary"], p["imbalance"]
@@ -210,7 +223,7 @@ client machine: {esc(m["processor"])} ({m["cpu_count"]} CPUs)</p>
 <h2>Phases</h2>
 {table(head, rows)}
 <h2>Plots</h2>
-<div>{"".join(plots)}</div>
+<div>{"".join(charts)}</div>
 <h2>Imbalance per layer</h2>
 <p>Rows (token, expert choice) routed during each phase, from /v1/lab/stats before and after it;
 rank rows from the {esc(phases[0]["imbalance"]["rank_rows_source"] if phases else "-")}.</p>

@@ -219,3 +219,21 @@ def test_bad_workloads_and_profiles_are_clear_errors(lab, tmp_path):
     assert out.returncode == 3, out.stdout + out.stderr
     assert "2 request(s) failed" in out.stderr and "HTTP 400" in out.stderr, out.stderr
     assert "router_skew" in out.stderr
+
+
+def test_chat_phase_with_poisson_arrivals(lab, tmp_path):
+    work = {"name": "e2e chat, open loop", "endpoint": "chat", "seed": 3,
+            "prompt_sets": {"texts": {"prompts": ["Route this", "And this one too"]}},
+            "phases": [{"name": "poisson", "rate": 20, "requests": 5, "output_len": 3,
+                        "skew": [{"profile": HOT, "weight": 1}, {"profile": "off", "weight": 1}]}]}
+    out = run_loadgen(lab, tmp_path, work)
+    assert out.returncode == 0, out.stdout + out.stderr
+    phase = json.loads((tmp_path / "report.json").read_text())["phases"][0]
+    recs = phase["requests"]
+    assert phase["summary"]["requests_ok"] == 5 and phase["summary"]["completion_tokens"] == 15
+    assert all(r["completion_tokens"] == 3 and r["ttft_s"] is not None for r in recs)
+    assert {r["skew"] for r in recs} <= {HOT, "off"}
+    # Open loop: Poisson arrival times, increasing from 0, and no request sent before its own.
+    arrivals = [r["scheduled_s"] for r in recs]
+    assert arrivals[0] == 0 and all(a < b for a, b in zip(arrivals, arrivals[1:]))
+    assert all(r["start_s"] >= phase["start_s"] + r["scheduled_s"] for r in recs)
