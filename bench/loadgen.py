@@ -376,7 +376,9 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="http://127.0.0.1:8000", help="the daemon's HTTP address")
-    ap.add_argument("--workload", required=True, help="workload file (.json, or .yaml/.yml)")
+    ap.add_argument("--workload", help="workload file (.json, or .yaml/.yml)")
+    ap.add_argument("--render", metavar="REPORT_JSON",
+                    help="run nothing: write --html / --plots-dir from a saved --json report")
     ap.add_argument("--json", help="write the full report (raw per-request timings) here")
     ap.add_argument("--html", help="write the self-contained HTML report here")
     ap.add_argument("--plots-dir", help="also write each plot as DIR/NAME.svg (for docs)")
@@ -395,8 +397,39 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
+def write_outputs(report: dict, args):
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        print(f"json: {args.json}")
+    if args.html:
+        Path(args.html).write_text(loadgen_html.render(report))
+        print(f"html: {args.html}")
+    if args.plots_dir:
+        Path(args.plots_dir).mkdir(parents=True, exist_ok=True)
+        charts = loadgen_html.plots(report)
+        for name, svg in charts.items():
+            Path(args.plots_dir, f"{name}.svg").write_text(loadgen_html.standalone_svg(svg))
+        print(f"plots: {args.plots_dir}/{{{','.join(charts)}}}.svg")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.render:
+        try:
+            report = json.loads(Path(args.render).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"loadgen: --render {args.render}: {e}", file=sys.stderr)
+            return 2
+        if report.get("object") != "moeserve.loadgen.report":
+            print(f"loadgen: --render {args.render}: not a loadgen --json report", file=sys.stderr)
+            return 2
+        print(summary_table(report))
+        write_outputs(report, argparse.Namespace(json=None, html=args.html,
+                                                 plots_dir=args.plots_dir))
+        return 0
+    if not args.workload:
+        print("loadgen: give --workload (or --render REPORT_JSON)", file=sys.stderr)
+        return 2
     if args.poll_interval <= 0:
         raise SystemExit("--poll-interval: expected seconds > 0")
     try:
@@ -479,17 +512,7 @@ def main(argv=None) -> int:
         pass
     report["timeline"] = st.timeline(poller.polls, stats["world_size"])
     print(summary_table(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-        print(f"json: {args.json}")
-    if args.html:
-        Path(args.html).write_text(loadgen_html.render(report))
-        print(f"html: {args.html}")
-    if args.plots_dir:
-        Path(args.plots_dir).mkdir(parents=True, exist_ok=True)
-        for name, svg in loadgen_html.plots(report).items():
-            Path(args.plots_dir, f"{name}.svg").write_text(loadgen_html.standalone_svg(svg))
-        print(f"plots: {args.plots_dir}/{{{','.join(loadgen_html.plots(report))}}}.svg")
+    write_outputs(report, args)
     errors = sum(p["summary"]["errors"] for p in report["phases"])
     if errors:
         first = next(r["error"] for p in report["phases"] for r in p["requests"] if r["error"])

@@ -4,7 +4,8 @@ no external resource), so it opens from a file, a CI artifact or an air-gapped h
 Plots: output throughput and p99 ITL against skew level (one line per load: concurrency or
 rate), imbalance over time (expert and rank max/mean of the rows routed between two polls of
 /v1/lab/stats, phases shaded), and each phase's expert max/mean per layer. Each <svg> carries
-data-plot="NAME"; points carry their numbers as data-x / data-y.
+data-plot="NAME"; points carry their numbers as data-x / data-y. Plots are styled by attributes,
+not CSS, so that each also stands alone as an .svg file (--plots-dir).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list:
 def fmt(v: float) -> str:
     if v == 0:
         return "0"
+    if float(v).is_integer() and abs(v) < 1e9:
+        return str(int(v))
     if abs(v) >= 1000 or abs(v) < 0.01:
         return f"{v:.3g}"
     return f"{v:.4g}"
@@ -54,9 +57,10 @@ def line_chart(name: str, title: str, x_label: str, y_label: str, series: list,
     xs = [p[0] for p in pts] + [b[0] for b in bands] + [b[1] for b in bands]
     ys = [p[1] for p in pts]
     out = [f'<svg class="plot" data-plot="{esc(name)}" '
-           f'width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img">',
-           f'<title>{esc(title)}</title>',
-           f'<text x="{ML}" y="18" class="title">{esc(title)}</text>']
+           f'width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" font-size="11" '
+           'font-family="sans-serif">',
+           f'<title>{esc(title)}</title>', f'<rect width="{W}" height="{H}" fill="#fff"/>',
+           f'<text x="{ML}" y="18" font-size="13" font-weight="600">{esc(title)}</text>']
     if not pts:
         out.append(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no data</text></svg>')
         return "\n".join(out)
@@ -76,16 +80,16 @@ def line_chart(name: str, title: str, x_label: str, y_label: str, series: list,
         out.append(f'<rect x="{px(a):.1f}" y="{MT}" width="{max(px(b) - px(a), 0.5):.1f}" '
                    f'height="{ph}" fill="{fill}"><title>{esc(label)}</title></rect>')
         # Staggered so that the labels of short neighbouring phases do not overlap.
-        out.append(f'<text x="{px(a) + 2:.1f}" y="{MT + 10 + 11 * (i % 3)}" class="band">'
+        out.append(f'<text x="{px(a) + 2:.1f}" y="{MT + 10 + 11 * (i % 3)}" fill="#666" font-size="10">'
                    f'{esc(label)}</text>')
     for t in yt:
         out.append(f'<line x1="{ML}" x2="{ML + pw}" y1="{py(t):.1f}" y2="{py(t):.1f}" '
-                   'class="grid"/>')
+                   'stroke="#e5e5e5"/>')
         out.append(f'<text x="{ML - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{fmt(t)}</text>')
     for t in xt:
         out.append(f'<text x="{px(t):.1f}" y="{MT + ph + 16}" text-anchor="middle">{fmt(t)}'
                    '</text>')
-    out.append(f'<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" class="frame"/>')
+    out.append(f'<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
     out.append(f'<text x="{ML + pw / 2}" y="{H - 8}" text-anchor="middle">{esc(x_label)}</text>')
     out.append(f'<text transform="translate(14 {MT + ph / 2}) rotate(-90)" '
                f'text-anchor="middle">{esc(y_label)}</text>')
@@ -211,9 +215,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }}
 table {{ border-collapse: collapse; margin: 8px 0 20px; font-size: 12px; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: right; }}
 th {{ background: #f4f4f4; }} td:first-child, th:first-child {{ text-align: left; }}
-svg.plot {{ margin: 6px 12px 12px 0; font-size: 11px; }}
-svg .title {{ font-size: 13px; font-weight: 600; }} svg .band {{ fill: #666; font-size: 10px; }}
-svg .grid {{ stroke: #e5e5e5; }} svg .frame {{ fill: none; stroke: #999; }}
+svg.plot {{ margin: 6px 12px 12px 0; }}
 pre {{ background: #f7f7f7; padding: 8px; font-size: 12px; overflow: auto; }}
 </style></head><body>
 <h1>moeserve loadgen: {esc(report["workload"]["name"])}</h1>

@@ -181,6 +181,12 @@ def test_two_phases_against_their_oracles(lab, tmp_path):
         p["summary"]["output_tok_per_s"] for p in report["phases"])
     assert sorted(page.points["itl_p99"]) == sorted(
         1000 * p["summary"]["itl_s"]["p99"] for p in report["phases"])
+    # --render makes the same page from the saved JSON.
+    again = subprocess.run([sys.executable, str(LOADGEN), "--render", str(tmp_path / "report.json"),
+                            "--html", str(tmp_path / "again.html")],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again.html").read_text() == (tmp_path / "report.html").read_text()
 
 
 def test_sweep_mode_runs_skew_levels_by_concurrency(lab, tmp_path):
