@@ -80,8 +80,8 @@ def line_chart(name: str, title: str, x_label: str, y_label: str, series: list,
         out.append(f'<rect x="{px(a):.1f}" y="{MT}" width="{max(px(b) - px(a), 0.5):.1f}" '
                    f'height="{ph}" fill="{fill}"><title>{esc(label)}</title></rect>')
         # Staggered so that the labels of short neighbouring phases do not overlap.
-        out.append(f'<text x="{px(a) + 2:.1f}" y="{MT + 10 + 11 * (i % 3)}" fill="#666" font-size="10">'
-                   f'{esc(label)}</text>')
+        out.append(f'<text x="{px(a) + 2:.1f}" y="{MT + 10 + 11 * (i % 3)}" fill="#666" '
+                   f'font-size="10">{esc(label)}</text>')
     for t in yt:
         out.append(f'<line x1="{ML}" x2="{ML + pw}" y1="{py(t):.1f}" y2="{py(t):.1f}" '
                    'stroke="#e5e5e5"/>')
