@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Load generator of the expert-imbalance lab (issue 12): drives a running moeserve daemon (or any
-OpenAI-compatible server; the imbalance needs moeserve's /v1/lab/*) with the phases of a workload
-file and reports, per phase, throughput, TTFT / ITL / TPOT percentiles and expert and rank
-imbalance, as JSON and as one self-contained HTML page (inline SVG, nothing fetched).
+"""Load generator of the expert-imbalance lab (issue 12): drives a running moeserve daemon with the
+phases of a workload file and reports, per phase, throughput, TTFT / ITL / TPOT percentiles and
+expert and rank imbalance, as JSON and as one self-contained HTML page (inline SVG, nothing
+fetched). Against another OpenAI-compatible server (no /v1/lab/stats) it measures latencies only.
 
   bench/loadgen.py --url http://127.0.0.1:8000 --workload bench/workloads/skew-steps.json \\
       --json /tmp/loadgen.json --html /tmp/loadgen.html
@@ -41,6 +41,12 @@ import loadgen_stats as st  # noqa: E402
 import loadgen_workload as wl  # noqa: E402
 
 
+class HttpStatusError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class Target:
     """The daemon's HTTP address; one connection per call (streams are long, setup is tiny)."""
 
@@ -67,7 +73,8 @@ class Target:
             resp = conn.getresponse()
             payload = resp.read()
             if resp.status != 200:
-                raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {payload[:300]!r}")
+                raise HttpStatusError(resp.status,
+                                      f"{method} {path}: HTTP {resp.status}: {payload[:300]!r}")
             return json.loads(payload)
         finally:
             conn.close()
@@ -94,9 +101,9 @@ def stream_request(target: Target, path: str, body: dict, t0: float) -> dict:
             line = resp.readline()
             if not line:
                 break
-            if not line.startswith(b"data: "):
+            if not line.startswith(b"data:"):  # SSE: "data:" and an optional space
                 continue
-            data = line[6:].strip()
+            data = line[5:].strip()
             if data == b"[DONE]":
                 break
             now = time.perf_counter()
@@ -334,6 +341,12 @@ def phase_imbalance(before: dict, after: dict, recorded) -> dict:
     return out
 
 
+def stats_brief(stats):
+    if stats is None:
+        return None
+    return {"engine_steps": stats["engine_steps"], "expert_tokens": stats["total"]["expert_tokens"]}
+
+
 def recorder_sums(dump: dict) -> dict:
     steps = dump["steps"]
     layers, experts, ranks = dump["num_layers"], dump["num_experts"], dump["world_size"]
@@ -362,12 +375,13 @@ def summary_table(report: dict) -> str:
 
     rows = [head]
     for p in report["phases"]:
-        s, im = p["summary"], p["imbalance"]
+        s, im = p["summary"], p["imbalance"] or {}
+        experts = "-" if not im else (num(im["expert_max_mean_avg"]) + " (max "
+                                      + num(im["expert_max_mean_max"]) + ")")
         rows.append((p["name"], p["skew"], p["load"], str(s["requests_ok"]), str(s["errors"]),
                      num(s["req_per_s"]), num(s["output_tok_per_s"], "{:.1f}"),
                      ms(s["ttft_s"], "p50", "p99"), ms(s["itl_s"], "p50", "p90", "p99"),
-                     num(im["expert_max_mean_avg"]) + " (max " + num(im["expert_max_mean_max"])
-                     + ")", num(im.get("rank_max_mean_avg"))))
+                     experts, num(im.get("rank_max_mean_avg"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -444,38 +458,49 @@ def main(argv=None) -> int:
     target = Target(args.url, args.timeout)
     try:
         model = workload.model or target.call("GET", "/v1/models")["data"][0]["id"]
-        stats = idle_stats(target)
+        try:
+            stats = idle_stats(target)
+        except HttpStatusError as e:
+            if e.status != 404:
+                raise
+            # Another OpenAI-compatible server (vLLM, SGLang, ...): latencies only.
+            stats = None
+            print(f"loadgen: {args.url} has no /v1/lab/stats (not moeserve?): latencies only, "
+                  "no imbalance", file=sys.stderr)
     except (OSError, RuntimeError, http.client.HTTPException, KeyError, IndexError) as e:
-        print(f"loadgen: cannot reach moeserve at {args.url}: {e}", file=sys.stderr)
+        print(f"loadgen: cannot reach the server at {args.url}: {e}", file=sys.stderr)
         return 1
+    lab = stats is not None
+    recorder = lab and not args.no_recorder
     t0 = time.perf_counter()
     progress = Progress(args.progress, len(workload.phases))
     poller = StatsPoller(target, args.poll_interval, t0)
-    poller.poll_once()
-    poller.start()
+    if lab:
+        poller.poll_once()
+        poller.start()
     interrupted = False
     report = {"object": "moeserve.loadgen.report", "version": 1,
               "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "workload": {"name": workload.name, "file": str(args.workload),
                            "endpoint": workload.endpoint, "seed": workload.seed,
                            "source": workload.source},
-              "target": {"url": args.url, "model": model, "world_size": stats["world_size"],
-                         "num_layers": stats["num_layers"], "num_experts": stats["num_experts"],
-                         "expert_ranks": stats["expert_ranks"]},
+              "target": {"url": args.url, "model": model, "lab": lab,
+                         **({k: stats[k] for k in ("world_size", "num_layers", "num_experts",
+                                                   "expert_ranks")} if lab else {})},
               "machine": machine(), "definitions": st.__doc__.split("Definitions")[1].strip(),
               "phases": []}
     try:
         for index, phase in enumerate(workload.phases):
             poller.phase = phase.name
-            before = idle_stats(target)
-            if not args.no_recorder:
+            before = idle_stats(target) if lab else None
+            if recorder:
                 target.call("POST", "/v1/lab/recorder/start")
             progress.reset(index, phase.name, phase.requests)
             phase_t = time.perf_counter() - t0
             records, wall = run_phase(target, workload, model, index, t0, progress)
-            after = idle_stats(target)
+            after = idle_stats(target) if lab else None
             recorded = None
-            if not args.no_recorder:
+            if recorder:
                 target.call("POST", "/v1/lab/recorder/stop")
                 recorded = recorder_sums(target.call("GET", "/v1/lab/recorder/dump"))
             progress.phase_done()
@@ -485,11 +510,8 @@ def main(argv=None) -> int:
                 "concurrency": phase.concurrency, "rate": phase.rate,
                 "start_s": phase_t, "end_s": phase_t + wall,
                 "summary": st.phase_summary(records, wall),
-                "imbalance": phase_imbalance(before, after, recorded),
-                "stats_before": {"engine_steps": before["engine_steps"],
-                                 "expert_tokens": before["total"]["expert_tokens"]},
-                "stats_after": {"engine_steps": after["engine_steps"],
-                                "expert_tokens": after["total"]["expert_tokens"]},
+                "imbalance": phase_imbalance(before, after, recorded) if lab else None,
+                "stats_before": stats_brief(before), "stats_after": stats_brief(after),
                 "recorder": recorded, "requests": records})
     except (OSError, RuntimeError, http.client.HTTPException) as e:
         print(f"\nloadgen: lost the daemon at {args.url}: {e}", file=sys.stderr)
@@ -498,19 +520,21 @@ def main(argv=None) -> int:
         interrupted = True
         print(f"\nloadgen: interrupted; reporting the {len(report['phases'])} finished "
               "phase(s)", file=sys.stderr)
-        if not args.no_recorder:
+        if recorder:
             try:
                 target.call("POST", "/v1/lab/recorder/stop")
             except (OSError, RuntimeError, http.client.HTTPException):
                 pass
     finally:
         poller.stop_event.set()
-        poller.join()
-    try:
-        poller.poll_once()
-    except (OSError, RuntimeError, http.client.HTTPException):
-        pass
-    report["timeline"] = st.timeline(poller.polls, stats["world_size"])
+        if poller.is_alive():
+            poller.join()
+    if lab:
+        try:
+            poller.poll_once()
+        except (OSError, RuntimeError, http.client.HTTPException):
+            pass
+    report["timeline"] = st.timeline(poller.polls, stats["world_size"]) if lab else []
     print(summary_table(report))
     write_outputs(report, args)
     errors = sum(p["summary"]["errors"] for p in report["phases"])

@@ -118,6 +118,8 @@ def skew_axis(phases: list) -> tuple:
     phase's measured expert max/mean (mean over layers)."""
     if phases and all(p["skew_level"] is not None for p in phases):
         return "skew level (workload)", [p["skew_level"] for p in phases]
+    if not all(p["imbalance"] for p in phases):  # no /v1/lab/stats: the phases in order
+        return "phase", list(range(len(phases)))
     return ("measured expert max/mean (mean over layers)",
             [p["imbalance"]["expert_max_mean_avg"] for p in phases])
 
@@ -155,12 +157,12 @@ def plots(report: dict) -> dict:
     tl = report["timeline"]
     time_series = [{"name": "experts (layer mean)",
                     "points": [(e["t_s"], e["expert_max_mean"]) for e in tl]}]
-    if report["target"]["world_size"] > 1:
+    if report["target"].get("world_size", 1) > 1:
         time_series.append({"name": "ranks (all layers)",
                             "points": [(e["t_s"], e["rank_max_mean"]) for e in tl]})
     bands = [(p["start_s"], p["end_s"], p["name"]) for p in phases]
     layers = [{"name": p["name"], "points": list(enumerate(p["imbalance"]["expert_max_mean"]))}
-              for p in phases]
+              for p in phases if p["imbalance"]]
     return {
         "throughput": line_chart(
             "throughput", "Output throughput against skew", x_label, "output tokens/s",
@@ -185,21 +187,21 @@ def render(report: dict) -> str:
     charts = list(plots(report).values())
     rows = []
     for p in phases:
-        s, im = p["summary"], p["imbalance"]
+        s, im = p["summary"], p["imbalance"] or {}
         rows.append((p["name"], p["skew"], p["load"], s["requests_ok"], s["errors"],
                      s["completion_tokens"], num(s["wall_s"]), num(s["req_per_s"]),
                      num(s["output_tok_per_s"], "{:.1f}"), ms(s["ttft_s"], "p50"),
                      ms(s["ttft_s"], "p90"), ms(s["ttft_s"], "p99"), ms(s["itl_s"], "p50"),
                      ms(s["itl_s"], "p90"), ms(s["itl_s"], "p99"), ms(s["tpot_s"], "p50"),
-                     num(im["expert_max_mean_avg"]), num(im["expert_max_mean_max"]),
-                     num(im["expert_cv_avg"]), num(im.get("rank_max_mean_avg"))))
+                     num(im.get("expert_max_mean_avg")), num(im.get("expert_max_mean_max")),
+                     num(im.get("expert_cv_avg")), num(im.get("rank_max_mean_avg"))))
     head = ("phase", "skew", "load", "ok", "err", "out tokens", "wall s", "req/s", "out tok/s",
             "TTFT p50 ms", "p90", "p99", "ITL p50 ms", "p90", "p99", "TPOT p50 ms",
             "expert max/mean avg", "max", "expert CV avg", "rank max/mean avg")
     t, m = report["target"], report["machine"]
     per_layer = []
     for p in phases:
-        im = p["imbalance"]
+        im = p["imbalance"] or {"expert_tokens": []}
         for li, tokens in enumerate(im["expert_tokens"]):
             per_layer.append((p["name"], li, " ".join(map(str, tokens)),
                               num(im["expert_max_mean"][li]), num(im["expert_cv"][li]),
@@ -207,6 +209,9 @@ def render(report: dict) -> str:
                               else "-",
                               num(im["rank_max_mean"][li]) if "rank_max_mean" in im else "-"))
     workload_json = json.dumps(report["workload"]["source"], indent=1)
+    shape = (f'{t["num_layers"]} layers, {t["num_experts"]} experts, world size {t["world_size"]}'
+             if t.get("lab", True) else "no /v1/lab/stats: latencies only")
+    source = next((p["imbalance"]["rank_rows_source"] for p in phases if p["imbalance"]), None)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>moeserve loadgen: {esc(report["workload"]["name"])}</title>
@@ -220,7 +225,7 @@ pre {{ background: #f7f7f7; padding: 8px; font-size: 12px; overflow: auto; }}
 </style></head><body>
 <h1>moeserve loadgen: {esc(report["workload"]["name"])}</h1>
 <p>{esc(report["started_at"])} &middot; {esc(t["url"])} &middot; model {esc(t["model"])} &middot;
-{t["num_layers"]} layers, {t["num_experts"]} experts, world size {t["world_size"]} &middot;
+{esc(shape)} &middot;
 client machine: {esc(m["processor"])} ({m["cpu_count"]} CPUs)</p>
 <h2>Phases</h2>
 {table(head, rows)}
@@ -228,7 +233,7 @@ client machine: {esc(m["processor"])} ({m["cpu_count"]} CPUs)</p>
 <div>{"".join(charts)}</div>
 <h2>Imbalance per layer</h2>
 <p>Rows (token, expert choice) routed during each phase, from /v1/lab/stats before and after it;
-rank rows from the {esc(phases[0]["imbalance"]["rank_rows_source"] if phases else "-")}.</p>
+rank rows from the {esc(source or "-")}.</p>
 {table(("phase", "layer", "rows per expert", "max/mean", "CV", "rows per rank", "rank max/mean"),
        per_layer)}
 <h2>Definitions</h2>

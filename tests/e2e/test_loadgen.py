@@ -243,3 +243,62 @@ def test_chat_phase_with_poisson_arrivals(lab, tmp_path):
     arrivals = [r["scheduled_s"] for r in recs]
     assert arrivals[0] == 0 and all(a < b for a, b in zip(arrivals, arrivals[1:]))
     assert all(r["start_s"] >= phase["start_s"] + r["scheduled_s"] for r in recs)
+
+
+def test_latencies_only_against_a_server_without_the_lab(tmp_path):
+    """Another OpenAI-compatible server (here a stub streaming max_tokens one-word chunks, 404
+    elsewhere): the run succeeds with the counts and no imbalance."""
+    import http.server
+    import threading
+
+    class Stub(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path == "/v1/models":
+                body = json.dumps({"data": [{"id": "stub"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.send_error(404)
+
+        def do_POST(self):
+            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            n = req["max_tokens"]
+            for i in range(n):
+                chunk = {"choices": [{"index": 0, "text": f" w{i}",
+                                      "finish_reason": "length" if i == n - 1 else None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            usage = {"choices": [], "usage": {"prompt_tokens": len(req["prompt"]),
+                                              "completion_tokens": n}}
+            self.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        class Url:
+            base_url = f"http://127.0.0.1:{server.server_address[1]}"
+
+        out = run_loadgen(Url, tmp_path, workload())
+    finally:
+        server.shutdown()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no /v1/lab/stats" in out.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["target"]["lab"] is False and report["timeline"] == []
+    for phase, (name, _, requests, _, max_tokens) in zip(report["phases"], PHASES):
+        assert phase["imbalance"] is None
+        assert phase["summary"]["completion_tokens"] == requests * max_tokens
+        assert all(r["chunks"] == max_tokens for r in phase["requests"])
+        assert phase["summary"]["itl_s"]["n"] == requests * (max_tokens - 1)
+    page = Page()
+    page.feed((tmp_path / "report.html").read_text())
+    assert {"throughput", "itl_p99"} <= set(page.plots)
