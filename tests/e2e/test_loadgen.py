@@ -190,8 +190,10 @@ def test_two_phases_against_their_oracles(lab, tmp_path):
 
 
 def test_sweep_mode_runs_skew_levels_by_concurrency(lab, tmp_path):
+    # --no-recorder: rank rows are summed from the experts' ranks instead.
     out = run_loadgen(lab, tmp_path, workload(), "--skew-levels", "0", "1000",
-                      "--skew-template", "hot:2:{level}", "--concurrency-levels", "1", "2")
+                      "--skew-template", "hot:2:{level}", "--concurrency-levels", "1", "2",
+                      "--no-recorder")
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     phases = report["phases"]
@@ -203,7 +205,13 @@ def test_sweep_mode_runs_skew_levels_by_concurrency(lab, tmp_path):
         assert p["summary"]["requests_ok"] == 6
         assert p["summary"]["completion_tokens"] == 30
         decisive = p["skew"] == HOT
-        assert (p["imbalance"]["expert_max_mean_avg"] == 4.0) == decisive, p["name"]
+        im = p["imbalance"]
+        assert (im["expert_max_mean_avg"] == 4.0) == decisive, p["name"]
+        assert p["recorder"] is None and im["rank_rows_source"] == "expert_ranks"
+        half = len(im["expert_tokens"][0]) // 2
+        assert im["rank_rows"] == [[sum(e[:half]), sum(e[half:])] for e in im["expert_tokens"]]
+        if decisive:
+            assert im["rank_max_mean"] == [2.0] * len(im["rank_rows"])
 
 
 def test_bad_workloads_and_profiles_are_clear_errors(lab, tmp_path):
