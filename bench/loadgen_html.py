@@ -208,6 +208,14 @@ def render(report: dict) -> str:
                               " ".join(map(str, im["rank_rows"][li])) if "rank_rows" in im
                               else "-",
                               num(im["rank_max_mean"][li]) if "rank_max_mean" in im else "-"))
+    by_skew = [(p["name"], skew, d["requests_ok"], d["completion_tokens"], ms(d["ttft_s"], "p50"),
+                ms(d["ttft_s"], "p99"), ms(d["itl_s"], "p50"), ms(d["itl_s"], "p99"),
+                ms(d["tpot_s"], "p50"))
+               for p in phases for skew, d in p["summary"].get("by_skew", {}).items()]
+    by_skew_html = "" if not by_skew else (
+        "<h2>Mixed phases, per skew profile</h2>\n" +
+        table(("phase", "skew", "ok", "out tokens", "TTFT p50 ms", "p99", "ITL p50 ms", "p99",
+               "TPOT p50 ms"), by_skew))
     workload_json = json.dumps(report["workload"]["source"], indent=1)
     shape = (f'{t["num_layers"]} layers, {t["num_experts"]} experts, world size {t["world_size"]}'
              if t.get("lab", True) else "no /v1/lab/stats: latencies only")
@@ -229,6 +237,7 @@ pre {{ background: #f7f7f7; padding: 8px; font-size: 12px; overflow: auto; }}
 client machine: {esc(m["processor"])} ({m["cpu_count"]} CPUs)</p>
 <h2>Phases</h2>
 {table(head, rows)}
+{by_skew_html}
 <h2>Plots</h2>
 <div>{"".join(charts)}</div>
 <h2>Imbalance per layer</h2>

@@ -86,21 +86,32 @@ def imbalance(expert_tokens, rank_rows) -> dict:
     return out
 
 
+def latencies(ok) -> dict:
+    return {"ttft_s": distribution([r["ttft_s"] for r in ok if r["ttft_s"] is not None]),
+            "itl_s": distribution([g for r in ok for g in r["itl_s"]]),
+            "tpot_s": distribution([r["tpot_s"] for r in ok if r["tpot_s"] is not None]),
+            "latency_s": distribution([r["latency_s"] for r in ok])}
+
+
 def phase_summary(records, wall_s: float) -> dict:
-    """Throughput and latency distributions of one phase's request records."""
+    """Throughput and latency distributions of one phase's request records; with a mix of skews,
+    the latencies of each skew's requests too (`by_skew`; "default": no router_skew sent)."""
     ok = [r for r in records if r["error"] is None]
     completion = sum(r["completion_tokens"] for r in ok)
     prompt = sum(r["prompt_tokens"] for r in ok)
-    ttft = [r["ttft_s"] for r in ok if r["ttft_s"] is not None]
-    itl = [g for r in ok for g in r["itl_s"]]
-    tpot = [r["tpot_s"] for r in ok if r["tpot_s"] is not None]
-    latency = [r["latency_s"] for r in ok]
-    return {"requests": len(records), "requests_ok": len(ok), "errors": len(records) - len(ok),
-            "prompt_tokens": prompt, "completion_tokens": completion, "wall_s": wall_s,
-            "req_per_s": len(ok) / wall_s if wall_s > 0 else None,
-            "output_tok_per_s": completion / wall_s if wall_s > 0 else None,
-            "ttft_s": distribution(ttft), "itl_s": distribution(itl),
-            "tpot_s": distribution(tpot), "latency_s": distribution(latency)}
+    out = {"requests": len(records), "requests_ok": len(ok), "errors": len(records) - len(ok),
+           "prompt_tokens": prompt, "completion_tokens": completion, "wall_s": wall_s,
+           "req_per_s": len(ok) / wall_s if wall_s > 0 else None,
+           "output_tok_per_s": completion / wall_s if wall_s > 0 else None, **latencies(ok)}
+    skews = sorted({r["skew"] or "default" for r in records})
+    if len(skews) > 1:
+        out["by_skew"] = {}
+        for skew in skews:
+            mine = [r for r in ok if (r["skew"] or "default") == skew]
+            out["by_skew"][skew] = {"requests_ok": len(mine),
+                                    "completion_tokens": sum(r["completion_tokens"] for r in mine),
+                                    **latencies(mine)}
+    return out
 
 
 def timeline(polls, world_size: int) -> list:

@@ -246,7 +246,18 @@ def test_chat_phase_with_poisson_arrivals(lab, tmp_path):
     recs = phase["requests"]
     assert phase["summary"]["requests_ok"] == 5 and phase["summary"]["completion_tokens"] == 15
     assert all(r["completion_tokens"] == 3 and r["ttft_s"] is not None for r in recs)
-    assert {r["skew"] for r in recs} <= {HOT, "off"}
+    assert {r["skew"] for r in recs} == {HOT, "off"}  # seed 3 draws both
+    # Latencies per profile of the mix: each over its own requests' raw timings.
+    by_skew = phase["summary"]["by_skew"]
+    assert set(by_skew) == {HOT, "off"}
+    for skew, d in by_skew.items():
+        mine = [r for r in recs if r["skew"] == skew]
+        assert d["requests_ok"] == len(mine) and d["completion_tokens"] == 3 * len(mine)
+        itl = [g for r in mine for g in r["itl_s"]]
+        assert d["itl_s"]["n"] == len(itl)
+        if itl:
+            assert d["itl_s"]["p50"] == pytest.approx(q(itl, 50), rel=1e-12)
+        assert d["ttft_s"]["p90"] == pytest.approx(q([r["ttft_s"] for r in mine], 90), rel=1e-12)
     # Open loop: Poisson arrival times, increasing from 0, and no request sent before its own.
     arrivals = [r["scheduled_s"] for r in recs]
     assert arrivals[0] == 0 and all(a < b for a, b in zip(arrivals, arrivals[1:]))
