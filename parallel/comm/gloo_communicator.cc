@@ -12,6 +12,8 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -26,6 +28,7 @@
 #include "gloo/rendezvous/file_store.h"
 #include "gloo/rendezvous/prefix_store.h"
 #include "gloo/transport/tcp/device.h"
+#include "parallel/comm/tcp_kv_store.h"
 #endif
 
 namespace moeserve::parallel {
@@ -71,6 +74,36 @@ absl::Status CallGloo(const std::string& what, const std::function<void()>& fn) 
     return absl::InternalError(absl::StrCat(what, ": unknown exception"));
   }
 }
+
+// Gloo's Store interface over the TCP key-value store (--dist-init-addr). Gloo expects failures
+// as exceptions: they are thrown as gloo::IoException, which CallGloo turns back into a Status
+// ("Wait timeout" -> DeadlineExceeded).
+class TcpStore final : public ::gloo::rendezvous::Store {
+ public:
+  TcpStore(TcpKvClient* client, absl::Duration timeout) : client_(client), timeout_(timeout) {}
+
+  void set(const std::string& key, const std::vector<char>& data) override {
+    Check(client_->Set(key, data));
+  }
+  std::vector<char> get(const std::string& key) override {
+    Check(client_->Wait({key}, timeout_));
+    absl::StatusOr<std::optional<std::vector<char>>> v = client_->Get(key);
+    Check(v.status());
+    return **v;
+  }
+  void wait(const std::vector<std::string>& keys) override { Check(client_->Wait(keys, timeout_)); }
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
+    Check(client_->Wait(keys, absl::FromChrono(timeout)));
+  }
+
+ private:
+  static void Check(const absl::Status& st) {
+    if (!st.ok()) throw ::gloo::IoException(std::string(st.message()));
+  }
+  TcpKvClient* client_;
+  absl::Duration timeout_;
+};
 
 class GlooCommunicator final : public Communicator {
  public:
@@ -288,13 +321,9 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooO
     return absl::InvalidArgumentError(absl::StrCat(
         "gloo: rank ", options.rank, " is not in [0, world size ", options.world_size, ")"));
   }
-  if (!options.init_addr.empty()) {
-    return absl::UnimplementedError(
-        absl::StrCat("gloo: TCP rendezvous (init_addr ", options.init_addr,
-                     ") is not implemented yet; use a shared file_store_dir (one node)"));
-  }
-  if (options.file_store_dir.empty()) {
-    return absl::InvalidArgumentError("gloo: no rendezvous: set file_store_dir");
+  if (options.file_store_dir.empty() == options.init_addr.empty()) {
+    return absl::InvalidArgumentError(
+        "gloo: set exactly one rendezvous: file_store_dir (one node) or init_addr (host:port)");
   }
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("gloo: timeout must be positive");
@@ -309,20 +338,38 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooO
     ::sigemptyset(&ignore.sa_mask);
     ::sigaction(SIGPIPE, &ignore, nullptr);
   }
+  // TCP rendezvous: connect to the store first (retrying until the timeout: rank 0 may start
+  // later); the connection's local address is this host as the other ranks reach it.
+  std::unique_ptr<TcpKvClient> client;
+  std::string hostname = options.hostname;
+  if (!options.init_addr.empty()) {
+    absl::StatusOr<std::unique_ptr<TcpKvClient>> connected =
+        TcpKvClient::Connect(options.init_addr, options.timeout);
+    if (!connected.ok()) return connected.status();
+    client = *std::move(connected);
+    if (hostname.empty()) hostname = client->local_host();
+  }
+  if (hostname.empty()) hostname = "127.0.0.1";
   auto context = std::make_shared<::gloo::rendezvous::Context>(options.rank, options.world_size);
-  absl::Status st =
-      CallGloo(absl::StrCat("gloo rendezvous of rank ", options.rank, " of ", options.world_size,
-                            " in ", options.file_store_dir),
-               [&] {
-                 ::gloo::transport::tcp::attr attr;
-                 attr.hostname = options.hostname;
-                 std::shared_ptr<::gloo::transport::Device> device =
-                     ::gloo::transport::tcp::CreateDevice(attr);
-                 ::gloo::rendezvous::FileStore file_store(options.file_store_dir);
-                 ::gloo::rendezvous::PrefixStore store(options.store_prefix, file_store);
-                 context->setTimeout(ToMillis(options.timeout));
-                 context->connectFullMesh(store, device);
-               });
+  absl::Status st = CallGloo(
+      absl::StrCat("gloo rendezvous of rank ", options.rank, " of ", options.world_size, " at ",
+                   options.init_addr.empty() ? options.file_store_dir : options.init_addr,
+                   " (this rank listens on ", hostname, ")"),
+      [&] {
+        ::gloo::transport::tcp::attr attr;
+        attr.hostname = hostname;
+        std::shared_ptr<::gloo::transport::Device> device =
+            ::gloo::transport::tcp::CreateDevice(attr);
+        std::unique_ptr<::gloo::rendezvous::Store> base;
+        if (client) {
+          base = std::make_unique<TcpStore>(client.get(), options.timeout);
+        } else {
+          base = std::make_unique<::gloo::rendezvous::FileStore>(options.file_store_dir);
+        }
+        ::gloo::rendezvous::PrefixStore store(options.store_prefix, *base);
+        context->setTimeout(ToMillis(options.timeout));
+        context->connectFullMesh(store, device);
+      });
   if (!st.ok()) return st;
   return std::make_unique<GlooCommunicator>(std::move(context), options.timeout);
 }

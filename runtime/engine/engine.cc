@@ -176,6 +176,24 @@ bool Engine::WaitUntilIdle(absl::Duration timeout) {
   return true;
 }
 
+absl::Status Engine::GroupFailure() const {
+  for (const auto& w : impl_->workers_) {
+    if (absl::Status st = w->failure(); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+bool Engine::WaitUntilStopped(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    bool all = true;
+    for (const auto& w : impl_->workers_) all &= w->ended();
+    if (all) return true;
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+}
+
 EngineStats Engine::Stats() const {
   const EngineCounters& c = impl_->counters_;
   EngineStats s;
@@ -214,6 +232,9 @@ const parallel::ExpertPlacement* Engine::placement() const { return impl_->place
 const ModelConfig& Engine::model_config() const { return impl_->config_; }
 const EngineOptions& Engine::options() const { return impl_->options_; }
 int64_t Engine::max_model_len() const { return impl_->max_model_len_; }
-int Engine::world_size() const { return static_cast<int>(impl_->workers_.size()); }
+int Engine::world_size() const {
+  return impl_->placement_ ? impl_->placement_->world_size()
+                           : static_cast<int>(impl_->workers_.size());
+}
 
 }  // namespace moeserve::runtime

@@ -64,6 +64,10 @@ class Worker {
     std::vector<std::vector<int64_t>> expert_tokens;
   };
   Snapshot snapshot() const;
+  // Thread-safe: whether the loop has ended (the group agreed to stop, or it failed), and the
+  // failure that ended it (OK when none).
+  bool ended() const;
+  absl::Status failure() const;
   // Thread-safe: this rank's expert-load and all-to-all counters.
   parallel::EpRankStats ep_stats() const { return rank_model_.model->ep_stats(); }
 
@@ -109,6 +113,8 @@ class Worker {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
   Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 
