@@ -27,6 +27,7 @@
 #include "gloo/rendezvous/context.h"
 #include "gloo/rendezvous/file_store.h"
 #include "gloo/rendezvous/prefix_store.h"
+#include "gloo/transport/tcp/address.h"
 #include "gloo/transport/tcp/device.h"
 #include "parallel/comm/tcp_kv_store.h"
 #endif
@@ -105,10 +106,37 @@ class TcpStore final : public ::gloo::rendezvous::Store {
   absl::Duration timeout_;
 };
 
+// Each peer's address as Gloo prints it in this rank's errors, read back from the rendezvous: in
+// connectFullMesh rank r stores, under key "r", one serialized tcp::Address per peer in rank
+// order (itself skipped), each pair listening on its own port; the one meant for this rank is
+// entry `rank` (or `rank - 1` past r). Best effort: a layout this does not recognise just names
+// no ranks.
+std::vector<std::pair<std::string, int>> PeerAddresses(::gloo::rendezvous::Store& store, int rank,
+                                                       int world) {
+  std::vector<std::pair<std::string, int>> peers;
+  const size_t address_bytes = ::gloo::transport::tcp::Address().bytes().size();
+  for (int r = 0; r < world; ++r) {
+    if (r == rank) continue;
+    try {
+      const std::vector<char> blob = store.get(std::to_string(r));
+      const size_t entry = static_cast<size_t>(rank < r ? rank : rank - 1);
+      if (blob.size() < (entry + 1) * address_bytes) continue;
+      const auto begin = blob.begin() + static_cast<std::ptrdiff_t>(entry * address_bytes);
+      const std::vector<char> mine(begin, begin + static_cast<std::ptrdiff_t>(address_bytes));
+      peers.emplace_back(::gloo::transport::tcp::Address(mine).str(), r);
+    } catch (const std::exception&) {
+      // not the expected layout: no names
+    }
+  }
+  return peers;
+}
+
 class GlooCommunicator final : public Communicator {
  public:
-  GlooCommunicator(std::shared_ptr<::gloo::rendezvous::Context> context, absl::Duration timeout)
-      : context_(std::move(context)), timeout_(ToMillis(timeout)) {}
+  // peers: (Gloo's text for a peer's address, its rank), to name ranks in Gloo's errors.
+  GlooCommunicator(std::shared_ptr<::gloo::rendezvous::Context> context, absl::Duration timeout,
+                   std::vector<std::pair<std::string, int>> peers)
+      : context_(std::move(context)), timeout_(ToMillis(timeout)), peers_(std::move(peers)) {}
 
   ~GlooCommunicator() override {
     CallGloo("close", [&] { context_->closeConnections(); }).IgnoreError();
@@ -294,7 +322,10 @@ class GlooCommunicator final : public Communicator {
         CallGloo(absl::StrCat(what, " on rank ", context_->rank, " of ", context_->size,
                               " (collective #", tag, ", timeout ", timeout_.count(), " ms)"),
                  [&] { body(tag); });
-    if (!st.ok()) Abort(st);
+    if (!st.ok()) {
+      st = NamePeers(st);
+      Abort(st);
+    }
     return st;
   }
 
@@ -305,8 +336,21 @@ class GlooCommunicator final : public Communicator {
     return err;
   }
 
+  // Gloo's I/O errors name a peer by its address ("[10.0.0.2]:41234"): add its rank.
+  absl::Status NamePeers(const absl::Status& st) const {
+    const std::string msg(st.message());
+    for (const auto& [address, rank] : peers_) {
+      if (msg.find(address) != std::string::npos) {
+        return absl::Status(st.code(),
+                            absl::StrCat(msg, " (peer ", address, " is rank ", rank, ")"));
+      }
+    }
+    return st;
+  }
+
   const std::shared_ptr<::gloo::rendezvous::Context> context_;
   const std::chrono::milliseconds timeout_;
+  const std::vector<std::pair<std::string, int>> peers_;
   absl::Mutex mu_;
   absl::Status aborted_ ABSL_GUARDED_BY(mu_);
   uint32_t next_tag_ ABSL_GUARDED_BY(mu_) = 0;
@@ -351,6 +395,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooO
   }
   if (hostname.empty()) hostname = "127.0.0.1";
   auto context = std::make_shared<::gloo::rendezvous::Context>(options.rank, options.world_size);
+  std::vector<std::pair<std::string, int>> peers;
   absl::Status st = CallGloo(
       absl::StrCat("gloo rendezvous of rank ", options.rank, " of ", options.world_size, " at ",
                    options.init_addr.empty() ? options.file_store_dir : options.init_addr,
@@ -369,9 +414,10 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooO
         ::gloo::rendezvous::PrefixStore store(options.store_prefix, *base);
         context->setTimeout(ToMillis(options.timeout));
         context->connectFullMesh(store, device);
+        peers = PeerAddresses(store, options.rank, options.world_size);
       });
   if (!st.ok()) return st;
-  return std::make_unique<GlooCommunicator>(std::move(context), options.timeout);
+  return std::make_unique<GlooCommunicator>(std::move(context), options.timeout, std::move(peers));
 }
 
 #endif  // MOESERVE_HAVE_GLOO

@@ -104,9 +104,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
         KvBlockPool pool,
         KvBlockPool::Create(model.backend(), model.KvShape(options.kv_block_size, blocks)));
     impl->blocks_per_rank_ = blocks;
-    impl->workers_.push_back(std::make_unique<Worker>(static_cast<int>(r), std::move(ranks[r]),
-                                                      std::move(pool), sched, tokenizer,
-                                                      &impl->counters_));
+    // The rank in the group (in a rank process: its global rank, for the log).
+    const int rank = ranks[r].comm != nullptr ? ranks[r].comm->rank() : static_cast<int>(r);
+    impl->workers_.push_back(std::make_unique<Worker>(rank, std::move(ranks[r]), std::move(pool),
+                                                      sched, tokenizer, &impl->counters_));
   }
   for (auto& w : impl->workers_) w->Start();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));

@@ -39,17 +39,17 @@ int ServeAsRankProcess(std::unique_ptr<runtime::Engine> engine, EpProcessGroup& 
   group.ExpectExits();
   engine.reset();  // joins the worker; the communicator goes with the model
   const std::vector<std::string> children = group.Reap(absl::Seconds(10));
+  // One write per line: every rank shares the terminal, and lines must not interleave.
+  std::string error;
   if (forced) {
-    std::cerr << "error: rank " << rank << ": stopped by a second signal\n";
-    return 1;
+    error = "stopped by a second signal";
+  } else if (!failure.ok()) {
+    error = absl::StrCat("expert-parallel group failed: ", failure.message());
+  } else if (!children.empty()) {
+    error = absl::StrJoin(children, "; ");
   }
-  if (!failure.ok()) {
-    std::cerr << "error: rank " << rank << ": expert-parallel group failed: " << failure.message()
-              << "\n";
-    return 1;
-  }
-  if (!children.empty()) {
-    std::cerr << "error: rank " << rank << ": " << absl::StrJoin(children, "; ") << "\n";
+  if (!error.empty()) {
+    std::cerr << absl::StrCat("error: rank ", rank, ": ", error, "\n");
     return 1;
   }
   spdlog::info("rank {}: the group stopped", rank);

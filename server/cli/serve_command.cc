@@ -147,10 +147,9 @@ int FailGroup(const absl::Status& failure, ServingContext& ctx, HttpFrontEnd& ht
       if (std::find(ended.begin(), ended.end(), s) == ended.end()) ended.push_back(s);
     }
   }
-  std::cerr << "error: rank 0: expert-parallel group failed: "
-            << absl::StrCat(ended.empty() ? "" : absl::StrJoin(ended, "; ") + "; ",
-                            failure.message())
-            << "\n";
+  std::cerr << absl::StrCat("error: rank 0: expert-parallel group failed: ",
+                            ended.empty() ? "" : absl::StrJoin(ended, "; ") + "; ",
+                            failure.message(), "\n");
   return 1;
 }
 

@@ -218,6 +218,10 @@ def test_rank_killed_under_load_fails_requests_and_every_process(pb):
         if pid != victim:
             assert re.search(rf"rank \d \(pid {pid}\) (exited with status [1-9]|did not exit)",
                              log), log
+    # Each of them said why, naming the rank whose connection broke (Gloo gives an address).
+    survivors = re.findall(r"^error: rank ([123]): expert-parallel group failed: .*is rank (\d)\)",
+                           log, re.M)
+    assert len(survivors) == 2, log
     for i in range(2):
         status, body = results[f"plain{i}"]
         assert status == 503, results[f"plain{i}"]
