@@ -81,21 +81,24 @@ absl::Status CallGloo(const std::string& what, const std::function<void()>& fn) 
 // ("Wait timeout" -> DeadlineExceeded).
 class TcpStore final : public ::gloo::rendezvous::Store {
  public:
-  TcpStore(TcpKvClient* client, absl::Duration timeout) : client_(client), timeout_(timeout) {}
+  TcpStore(TcpKvClient* client, absl::Duration timeout, std::function<absl::Status()> check)
+      : client_(client), timeout_(timeout), check_(std::move(check)) {}
 
   void set(const std::string& key, const std::vector<char>& data) override {
     Check(client_->Set(key, data));
   }
   std::vector<char> get(const std::string& key) override {
-    Check(client_->Wait({key}, timeout_));
+    Check(client_->Wait({key}, timeout_, check_));
     absl::StatusOr<std::optional<std::vector<char>>> v = client_->Get(key);
     Check(v.status());
     return **v;
   }
-  void wait(const std::vector<std::string>& keys) override { Check(client_->Wait(keys, timeout_)); }
+  void wait(const std::vector<std::string>& keys) override {
+    Check(client_->Wait(keys, timeout_, check_));
+  }
   void wait(const std::vector<std::string>& keys,
             const std::chrono::milliseconds& timeout) override {
-    Check(client_->Wait(keys, absl::FromChrono(timeout)));
+    Check(client_->Wait(keys, absl::FromChrono(timeout), check_));
   }
 
  private:
@@ -104,6 +107,7 @@ class TcpStore final : public ::gloo::rendezvous::Store {
   }
   TcpKvClient* client_;
   absl::Duration timeout_;
+  std::function<absl::Status()> check_;
 };
 
 // Each peer's address as Gloo prints it in this rank's errors, read back from the rendezvous: in
@@ -407,7 +411,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooO
             ::gloo::transport::tcp::CreateDevice(attr);
         std::unique_ptr<::gloo::rendezvous::Store> base;
         if (client) {
-          base = std::make_unique<TcpStore>(client.get(), options.timeout);
+          base =
+              std::make_unique<TcpStore>(client.get(), options.timeout, options.rendezvous_check);
         } else {
           base = std::make_unique<::gloo::rendezvous::FileStore>(options.file_store_dir);
         }

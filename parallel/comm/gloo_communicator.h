@@ -39,6 +39,7 @@
 // Threading: as Communicator (collectives from the rank's thread; Abort from any thread).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -66,6 +67,10 @@ struct GlooOptions {
   std::string hostname;
   // Limit for the rendezvous and for each collective (DeadlineExceeded past it).
   absl::Duration timeout = absl::Seconds(60);
+  // TCP rendezvous only: runs while it waits for the other ranks (every 10 ms poll); a non-OK
+  // status ends the rendezvous with that status (e.g. a rank this process spawned has exited, so
+  // waiting for it is pointless).
+  std::function<absl::Status()> rendezvous_check;
 };
 
 // Whether this build has Gloo (MOESERVE_GLOO=AUTO found libgloo-dev, or ON).

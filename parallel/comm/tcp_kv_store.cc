@@ -274,9 +274,13 @@ absl::StatusOr<std::optional<std::vector<char>>> TcpKvClient::Get(const std::str
   return std::optional<std::vector<char>>(std::vector<char>(value.begin(), value.end()));
 }
 
-absl::Status TcpKvClient::Wait(const std::vector<std::string>& keys, absl::Duration timeout) {
+absl::Status TcpKvClient::Wait(const std::vector<std::string>& keys, absl::Duration timeout,
+                               const std::function<absl::Status()>& check) {
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
+    if (check) {
+      if (absl::Status st = check(); !st.ok()) return st;
+    }
     std::vector<std::string> missing;
     for (const std::string& key : keys) {
       absl::StatusOr<std::optional<std::vector<char>>> v = Get(key);

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,7 +65,10 @@ class TcpKvClient {
   // The value, or nullopt when the key is not set (yet).
   absl::StatusOr<std::optional<std::vector<char>>> Get(const std::string& key);
   // Polls until every key is set; DeadlineExceeded naming the missing keys past `timeout`.
-  absl::Status Wait(const std::vector<std::string>& keys, absl::Duration timeout);
+  // `check` (optional) runs at every poll; its first non-OK status ends the wait (e.g. a rank
+  // that was to set a key has exited).
+  absl::Status Wait(const std::vector<std::string>& keys, absl::Duration timeout,
+                    const std::function<absl::Status()>& check = nullptr);
 
   // This end's address on the connection (the interface that routes to the server): what the
   // other ranks can reach this host at.

@@ -79,6 +79,13 @@ absl::StatusOr<std::unique_ptr<EpProcessGroup>> EpProcessGroup::Start(
   options.world_size = topology.world_size;
   options.init_addr = init_addr;
   options.timeout = timeout;
+  // A spawned rank that has already ended will never arrive: stop waiting and say which.
+  options.rendezvous_check = [g = group.get()]() -> absl::Status {
+    const std::vector<std::string> ended = g->Ended();
+    if (ended.empty()) return absl::OkStatus();
+    return absl::UnavailableError(
+        absl::StrCat("a rank ended before joining the group: ", absl::StrJoin(ended, "; ")));
+  };
   absl::StatusOr<std::unique_ptr<parallel::Communicator>> comm =
       parallel::CreateGlooCommunicator(options);
   if (!comm.ok()) {
@@ -88,8 +95,6 @@ absl::StatusOr<std::unique_ptr<EpProcessGroup>> EpProcessGroup::Start(
                         absl::StrCat(comm.status().message(),
                                      ended.empty() ? "" : "; " + absl::StrJoin(ended, "; ")));
   }
-  absl::MutexLock lock(&group->mu_);
-  group->comm_ = comm->get();
   group->owned_comm_ = *std::move(comm);
   return group;
 }
@@ -148,7 +153,6 @@ void EpProcessGroup::Watch() {
         ended_.push_back(c.how);
         if (expecting_exits_) continue;
         spdlog::error("{} while the group was serving", c.how);
-        if (comm_ != nullptr) comm_->Abort(absl::UnavailableError(c.how));
       }
     }
     absl::SleepFor(absl::Milliseconds(20));
@@ -159,15 +163,9 @@ std::unique_ptr<parallel::Communicator> EpProcessGroup::TakeComm() {
   return std::move(owned_comm_);
 }
 
-void EpProcessGroup::Abort(const absl::Status& reason) {
-  absl::MutexLock lock(&mu_);
-  if (comm_ != nullptr) comm_->Abort(reason);
-}
-
 void EpProcessGroup::ExpectExits() {
   absl::MutexLock lock(&mu_);
   expecting_exits_ = true;
-  comm_ = nullptr;
 }
 
 std::vector<std::string> EpProcessGroup::Reap(absl::Duration timeout) {

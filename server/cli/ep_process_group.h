@@ -5,13 +5,16 @@
 // Children are this binary (/proc/self/exe) with this process's own arguments
 // (/proc/self/cmdline) and environment, plus MOESERVE_EP_SPAWNED_RANK and
 // MOESERVE_DIST_INIT_ADDR (ep_topology.h); they share stdout / stderr and the process group (a
-// terminal's Ctrl-C reaches every rank). A watcher thread reaps them: a child that ends while
-// the group serves aborts the communicator with a status naming the rank, its pid and how it
-// ended ("rank 2 (pid 4242) was killed by signal 9 (Killed)"), so the collectives of this
-// process fail at once with that cause instead of a bare "connection reset".
+// terminal's Ctrl-C reaches every rank). A watcher thread reaps them and records how each ended
+// ("rank 2 (pid 4242) was killed by signal 9 (Killed)"): the cause rank 0 names when the group
+// fails, and, during the rendezvous, the reason to stop waiting for a rank that will never come.
+// The watcher does not abort the communicator: Gloo's closeConnections from another thread does
+// not wake a collective blocked in this process (it would wait for --comm-timeout); the dead
+// rank's closed sockets fail the collectives of its peers instead, and each peer that fails
+// closes its own, so the failure reaches every rank within a step.
 //
-// Threading: Start / TakeComm / ExpectExits / Reap from the main thread; the watcher only reads
-// what it was given at start and calls Communicator::Abort (thread-safe).
+// Threading: Start / TakeComm / ExpectExits / Reap from the main thread; Ended from any thread;
+// the watcher shares only `children_` / `ended_` (under mu_).
 #pragma once
 
 #include <sys/types.h>
@@ -40,13 +43,10 @@ class EpProcessGroup {
   ~EpProcessGroup();  // kills and reaps children still running (after Reap: none)
 
   const runtime::EpTopology& topology() const { return topology_; }
-  // The communicator, once; the group keeps a pointer to abort it when a child dies, so the
-  // caller keeps it alive until ExpectExits.
+  // The communicator, once.
   std::unique_ptr<parallel::Communicator> TakeComm();
-  // Aborts the communicator with `reason` (e.g. a second signal on a rank process).
-  void Abort(const absl::Status& reason);
-  // The group is being stopped on purpose: children that end from now on abort nothing. Call
-  // before destroying the communicator.
+  // The group is being stopped on purpose: children that end from now on are not logged as
+  // errors.
   void ExpectExits();
   // Waits up to `timeout` for every child to exit, then SIGKILLs the rest. Returns how each child
   // that did not exit 0 ended (empty: all exited 0, or there were none).
@@ -74,7 +74,6 @@ class EpProcessGroup {
   mutable absl::Mutex mu_;
   std::vector<Child> children_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> ended_ ABSL_GUARDED_BY(mu_);
-  parallel::Communicator* comm_ ABSL_GUARDED_BY(mu_) = nullptr;  // aborted when a child dies
   bool expecting_exits_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_watching_ ABSL_GUARDED_BY(mu_) = false;
 };

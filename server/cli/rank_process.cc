@@ -1,5 +1,6 @@
 #include "server/cli/rank_process.h"
 
+#include <cstdlib>
 #include <ctime>
 #include <iostream>
 #include <string>
@@ -18,7 +19,6 @@ int ServeAsRankProcess(std::unique_ptr<runtime::Engine> engine, EpProcessGroup& 
   spdlog::info("rank {} of {}: serving its experts (requests arrive at rank 0)", rank,
                group.topology().world_size);
   int signals_seen = 0;
-  bool forced = false;
   while (!engine->WaitUntilStopped(absl::ZeroDuration())) {
     const timespec wait = absl::ToTimespec(absl::Milliseconds(50));
     const int sig = sigtimedwait(&signals, nullptr, &wait);
@@ -30,10 +30,13 @@ int ServeAsRankProcess(std::unique_ptr<runtime::Engine> engine, EpProcessGroup& 
           rank, sig);
       continue;
     }
-    spdlog::error("rank {}: second signal {}: leaving the group now", rank, sig);
-    group.Abort(absl::UnavailableError(absl::StrCat("rank ", rank, " was stopped by a signal")));
-    forced = true;
-    break;
+    // Leave at once: the engine's worker may be blocked in a collective, which only its peers
+    // or the timeout would end; exiting closes this rank's sockets, which fails the group's
+    // collectives everywhere (rank 0 then answers 503 / UNAVAILABLE and exits 1).
+    const std::string line =
+        absl::StrCat("error: rank ", rank, ": stopped by a second signal (", sig, ")\n");
+    std::cerr << line << std::flush;
+    std::_Exit(1);
   }
   const absl::Status failure = engine->GroupFailure();
   group.ExpectExits();
@@ -41,9 +44,7 @@ int ServeAsRankProcess(std::unique_ptr<runtime::Engine> engine, EpProcessGroup& 
   const std::vector<std::string> children = group.Reap(absl::Seconds(10));
   // One write per line: every rank shares the terminal, and lines must not interleave.
   std::string error;
-  if (forced) {
-    error = "stopped by a second signal";
-  } else if (!failure.ok()) {
+  if (!failure.ok()) {
     error = absl::StrCat("expert-parallel group failed: ", failure.message());
   } else if (!children.empty()) {
     error = absl::StrJoin(children, "; ");

@@ -5,8 +5,8 @@
 // Signals: SIGTERM / SIGINT / SIGHUP (blocked by the caller, listed in `signals`) do not end the
 // rank on their own, because a terminal's Ctrl-C or `srun`'s SIGTERM reaches every rank at once
 // and rank 0 must first drain its requests through them; the rank logs it and keeps serving
-// until rank 0 ends the group. A second signal ends it at once (non-zero exit, the group
-// aborted: rank 0 then fails what is in flight with 503 / UNAVAILABLE).
+// until rank 0 ends the group. A second signal ends it at once (exit 1; its closed connections
+// fail the group: rank 0 then fails what is in flight with 503 / UNAVAILABLE).
 #pragma once
 
 #include <signal.h>

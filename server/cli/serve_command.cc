@@ -143,9 +143,8 @@ int FailGroup(const absl::Status& failure, ServingContext& ctx, HttpFrontEnd& ht
   if (group != nullptr) group->ExpectExits();
   engine.reset();
   if (group != nullptr) {
-    for (const std::string& s : group->Reap(absl::Seconds(10))) {
-      if (std::find(ended.begin(), ended.end(), s) == ended.end()) ended.push_back(s);
-    }
+    group->Reap(absl::Seconds(10));
+    ended = group->Ended();  // every rank process, in the order they ended
   }
   std::cerr << absl::StrCat("error: rank 0: expert-parallel group failed: ",
                             ended.empty() ? "" : absl::StrJoin(ended, "; ") + "; ",

@@ -559,6 +559,29 @@ TEST(GlooCommunicatorOptions, UnreachableInitAddrIsDeadlineExceeded) {
   EXPECT_NE(comm.status().message().find(o.init_addr), std::string::npos) << comm.status();
 }
 
+// The TCP rendezvous stops waiting as soon as its check fails (the daemon's check: a rank it
+// spawned has exited), with the check's status instead of the timeout's.
+TEST(GlooCommunicatorOptions, RendezvousCheckEndsTheWait) {
+  if (!GlooAvailable()) GTEST_SKIP() << "moeserve built without Gloo";
+  absl::StatusOr<std::unique_ptr<TcpKvServer>> server = TcpKvServer::Start("127.0.0.1", 0);
+  ASSERT_TRUE(server.ok()) << server.status();
+  GlooOptions o;
+  o.rank = 0;
+  o.world_size = 2;
+  o.init_addr = absl::StrCat("127.0.0.1:", (*server)->port());
+  o.timeout = absl::Seconds(60);  // the parent of this test (ctest) would time out first
+  int polls = 0;
+  o.rendezvous_check = [&polls]() -> absl::Status {
+    if (++polls < 5) return absl::OkStatus();
+    return absl::UnavailableError("rank 1 (pid 1) exited with status 1");
+  };
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateGlooCommunicator(o);
+  EXPECT_EQ(comm.status().code(), absl::StatusCode::kUnavailable) << comm.status();
+  EXPECT_NE(comm.status().message().find("rank 1 (pid 1) exited"), std::string::npos)
+      << comm.status();
+  EXPECT_EQ(polls, 5);
+}
+
 // A rank whose peer never starts: the rendezvous ends with DeadlineExceeded, not a hang.
 TEST(GlooCommunicatorOptions, PeerThatNeverStartsIsDeadlineExceeded) {
   if (!GlooAvailable()) GTEST_SKIP() << "moeserve built without Gloo";
