@@ -36,7 +36,12 @@
 // Process state: CreateGlooCommunicator sets SIGPIPE to SIG_IGN when it is at its default (Gloo
 // writes to sockets without MSG_NOSIGNAL; a dead peer would otherwise kill this process).
 //
-// Threading: as Communicator (collectives from the rank's thread; Abort from any thread).
+// Threading: as Communicator (collectives from the rank's thread; Abort from any thread), with
+// one limit: Abort from another thread does not wake a collective already blocked in this
+// process (Gloo's closeConnections closes the sockets without signalling the waiter, and the
+// call that would, tcp::Pair::signalExceptionExternal, is protected and its header does not
+// compile against Debian's package); that collective ends at its timeout or when a peer's
+// connection fails. Later calls fail at once, and the peers see the closed connections.
 #pragma once
 
 #include <functional>
