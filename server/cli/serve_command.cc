@@ -143,8 +143,8 @@ int FailGroup(const absl::Status& failure, ServingContext& ctx, HttpFrontEnd& ht
   if (group != nullptr) group->ExpectExits();
   engine.reset();
   if (group != nullptr) {
-    group->Reap(absl::Seconds(10));
-    ended = group->Ended();  // every rank process, in the order they ended
+    group->Reap(absl::Seconds(5));  // the others fail within a step; a stopped one is killed
+    ended = group->Ended();         // every rank process, in the order they ended
   }
   std::cerr << absl::StrCat("error: rank 0: expert-parallel group failed: ",
                             ended.empty() ? "" : absl::StrJoin(ended, "; ") + "; ",

@@ -263,3 +263,27 @@ def test_rank_killed_under_load_fails_requests_and_every_process(pb):
     assert events[-1] == "data: [DONE]", events[-3:]
     error = json.loads(events[-2][len("data: "):])
     assert "expert-parallel" in error["error"]["message"], events[-2]
+
+
+def test_rank_that_stops_answering_fails_the_group_at_comm_timeout():
+    """A rank that is alive but silent (SIGSTOP) is noticed at --comm-timeout: rank 0's request
+    ends with 503, rank 0 exits 1 saying which collective timed out."""
+    d = Daemon("--ep-size", "2", "--ep-launch", "processes", "--max-model-len", "8192",
+               "--comm-timeout", "3", threads=2)
+    (child,) = child_pids(d.proc.pid)
+    os.kill(child, signal.SIGSTOP)
+    try:
+        r = httpx.post(d.base_url + "/v1/completions", json={**LONG, "max_tokens": 16},
+                       timeout=60)
+        assert r.status_code == 503, r.text
+        assert "expert-parallel" in r.json()["error"]["message"], r.text
+        code = d.proc.wait(timeout=30)
+    finally:
+        try:
+            os.kill(child, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        log = d.log()
+        d.terminate()
+    assert code == 1, log
+    assert re.search(r"^error: rank 0: expert-parallel group failed: .*Timed out", log, re.M), log
