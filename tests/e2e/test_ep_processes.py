@@ -56,6 +56,14 @@ def child_pids(pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -287,3 +295,24 @@ def test_rank_that_stops_answering_fails_the_group_at_comm_timeout():
         d.terminate()
     assert code == 1, log
     assert re.search(r"^error: rank 0: expert-parallel group failed: .*Timed out", log, re.M), log
+
+
+def test_spawned_ranks_exit_when_rank_0_is_killed():
+    """No orphans: rank 0 killed with SIGKILL (no chance to stop its ranks) closes its sockets,
+    and every spawned rank fails its next step agreement and exits."""
+    d = Daemon("--ep-size", "4", "--ep-launch", "processes", "--comm-timeout", "60", threads=2)
+    children = child_pids(d.proc.pid)
+    assert len(children) == 3, d.log()
+    d.proc.kill()
+    d.proc.wait()
+    deadline = time.monotonic() + 30
+    alive = children
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if running(p)]
+        time.sleep(0.05)
+    log = d.log()
+    d.terminate()
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert not alive, log
+    assert len(re.findall(r"^error: rank [123]: expert-parallel group failed", log, re.M)) == 3, log
