@@ -76,6 +76,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
                                                    " exceeds the model's max_position_embeddings ",
                                                    config.max_position_embeddings));
   }
+  const int comm_world = ranks[0].comm != nullptr ? ranks[0].comm->world_size() : 1;
   SchedulerConfig sched{.max_num_seqs = options.max_num_seqs,
                         .max_num_batched_tokens = options.max_num_batched_tokens,
                         .sliding_window = config.sliding_window.value_or(0)};
@@ -109,6 +110,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     impl->workers_.push_back(std::make_unique<Worker>(rank, std::move(ranks[r]), std::move(pool),
                                                       sched, tokenizer, &impl->counters_));
   }
+  // A lone worker whose group has other ranks: they are other processes, whose statistics reach
+  // this one only through the communicator (every 50 step agreements: ~1 s when idle).
+  if (impl->workers_.size() == 1 && comm_world > 1) impl->workers_[0]->GatherGroupStats(50);
   for (auto& w : impl->workers_) w->Start();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -223,6 +227,11 @@ EngineStats Engine::Stats() const {
         }
       }
     }
+  }
+  // Ranks in other processes: their last gathered statistics (this rank's are fresh).
+  if (impl_->workers_.size() == 1) {
+    std::vector<parallel::EpRankStats> group = impl_->workers_[0]->group_ep_stats();
+    if (!group.empty()) ep_ranks = std::move(group);
   }
   s.ep = parallel::AggregateEpStats(ep_ranks);
   return s;

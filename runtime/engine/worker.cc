@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "parallel/moe/ep_stats_gather.h"
 #include "spdlog/spdlog.h"
 
 namespace moeserve::runtime {
@@ -52,6 +53,17 @@ absl::Status Worker::failure() const {
   return failure_;
 }
 
+std::vector<parallel::EpRankStats> Worker::group_ep_stats() const {
+  std::vector<parallel::EpRankStats> all;
+  {
+    absl::MutexLock lock(&mu_);
+    all = group_stats_;
+  }
+  if (all.empty()) return all;
+  all[static_cast<size_t>(rank_)] = ep_stats();  // this rank's own, fresh
+  return all;
+}
+
 void Worker::Kick() {
   absl::MutexLock lock(&mu_);
   kicked_ = true;
@@ -88,7 +100,17 @@ void Worker::Loop() {
     Admit(std::move(incoming));
     bool any_work = !active_.empty();
     if (lockstep) {
-      const absl::Status agreed = AgreeOnStep(&any_work, &stopping);
+      absl::Status agreed = AgreeOnStep(&any_work, &stopping);
+      if (agreed.ok() && gather_every_ > 0 && ++loop_turns_ % gather_every_ == 0) {
+        absl::StatusOr<std::vector<parallel::EpRankStats>> all =
+            parallel::GatherEpRankStats(*rank_model_.comm, rank_model_.model->ep_stats());
+        if (all.ok()) {
+          absl::MutexLock lock(&mu_);
+          group_stats_ = *std::move(all);
+        } else {
+          agreed = all.status();
+        }
+      }
       if (!agreed.ok()) {
         spdlog::error("rank {}: step agreement failed: {}", rank_, std::string(agreed.message()));
         {

@@ -97,6 +97,18 @@ def test_spawned_ranks_serve_bitwise_the_same(reference, pb, ep_size):
         assert len(child_pids(d.proc.pid)) == ep_size - 1, d.log()
         assert placement_world(d, pb) == ep_size
         assert greedy(d, pb) == reference
+        # The other processes' traffic reaches rank 0's /metrics (gathered every 50 step
+        # agreements, ~1 s idle): every rank reports the bytes it received.
+        deadline = time.monotonic() + 30
+        while True:
+            text = httpx.get(d.base_url + "/metrics", timeout=30).text
+            received = [re.search(rf'^moeserve_ep_bytes_received_total{{rank="{r}"}} (\S+)$',
+                                  text, re.M) for r in range(ep_size)]
+            if all(m and float(m.group(1)) > 0 for m in received) or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert all(m and float(m.group(1)) > 0 for m in received), text
     finally:
         code = d.terminate()
     assert code == 0, d.log()
