@@ -120,6 +120,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
 absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest request) {
   Impl& m = *impl_;
   if (!m.admitting_) return absl::UnavailableError("the server is shutting down");
+  // A broken lockstep group runs no more steps: a request admitted now would never be answered.
+  if (absl::Status failed = GroupFailure(); !failed.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("the expert-parallel group failed: ", failed.message()));
+  }
   const int64_t prompt_len = static_cast<int64_t>(request.prompt.size());
   if (prompt_len == 0) return absl::InvalidArgumentError("the prompt is empty");
   const int64_t vocab = m.config_.vocab_size;

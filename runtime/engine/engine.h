@@ -87,7 +87,7 @@ class Engine {
   // Validates and enqueues. InvalidArgument for a bad request (empty prompt, prompt or
   // prompt + max_tokens past max_model_len, bad sampling parameters, token ids outside the
   // vocabulary), ResourceExhausted when the admission queue is full, Unavailable after
-  // StopAdmission.
+  // StopAdmission or a group failure (GroupFailure).
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerationRequest request);
 
   // Graceful shutdown: refuse new requests, let the admitted ones finish.

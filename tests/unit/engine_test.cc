@@ -499,6 +499,9 @@ TEST_P(EngineTest, BrokenLockstepGroupEndsRequestsAsUnavailable) {
   EXPECT_TRUE((*engine)->WaitUntilStopped(Patience(10)));
   EXPECT_NE((*engine)->GroupFailure().message().find("killed by signal 9"), std::string::npos)
       << (*engine)->GroupFailure();
+  // Nothing is admitted to a group that runs no more steps.
+  auto late = (*engine)->Submit(Greedy(RandomPrompts(1, 8, 32000, 6)[0], 4));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable) << late.status();
 }
 
 TEST_P(EngineTest, ManyConcurrentRequestsAllFinish) {
