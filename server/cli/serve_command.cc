@@ -476,7 +476,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->envname(runtime::kDistInitAddrEnv);
   cmd->add_option("--comm-timeout", f.comm_timeout_s,
                   "Seconds a rank waits for the rendezvous and for each collective before the "
-                  "group is declared failed (--ep-launch processes)")
+                  "group is declared failed (--ep-launch processes); must exceed the longest "
+                  "gap between ranks finishing their model load (rank 0 starts stepping then)")
       ->envname("MOESERVE_COMM_TIMEOUT")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
