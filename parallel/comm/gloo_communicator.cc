@@ -12,6 +12,8 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -25,7 +27,9 @@
 #include "gloo/rendezvous/context.h"
 #include "gloo/rendezvous/file_store.h"
 #include "gloo/rendezvous/prefix_store.h"
+#include "gloo/transport/tcp/address.h"
 #include "gloo/transport/tcp/device.h"
+#include "parallel/comm/tcp_kv_store.h"
 #endif
 
 namespace moeserve::parallel {
@@ -72,10 +76,71 @@ absl::Status CallGloo(const std::string& what, const std::function<void()>& fn) 
   }
 }
 
+// Gloo's Store interface over the TCP key-value store (--dist-init-addr). Gloo expects failures
+// as exceptions: they are thrown as gloo::IoException, which CallGloo turns back into a Status
+// ("Wait timeout" -> DeadlineExceeded).
+class TcpStore final : public ::gloo::rendezvous::Store {
+ public:
+  TcpStore(TcpKvClient* client, absl::Duration timeout, std::function<absl::Status()> check)
+      : client_(client), timeout_(timeout), check_(std::move(check)) {}
+
+  void set(const std::string& key, const std::vector<char>& data) override {
+    Check(client_->Set(key, data));
+  }
+  std::vector<char> get(const std::string& key) override {
+    Check(client_->Wait({key}, timeout_, check_));
+    absl::StatusOr<std::optional<std::vector<char>>> v = client_->Get(key);
+    Check(v.status());
+    return **v;
+  }
+  void wait(const std::vector<std::string>& keys) override {
+    Check(client_->Wait(keys, timeout_, check_));
+  }
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
+    Check(client_->Wait(keys, absl::FromChrono(timeout), check_));
+  }
+
+ private:
+  static void Check(const absl::Status& st) {
+    if (!st.ok()) throw ::gloo::IoException(std::string(st.message()));
+  }
+  TcpKvClient* client_;
+  absl::Duration timeout_;
+  std::function<absl::Status()> check_;
+};
+
+// Each peer's address as Gloo prints it in this rank's errors, read back from the rendezvous: in
+// connectFullMesh rank r stores, under key "r", one serialized tcp::Address per peer in rank
+// order (itself skipped), each pair listening on its own port; the one meant for this rank is
+// entry `rank` (or `rank - 1` past r). Best effort: a layout this does not recognise just names
+// no ranks.
+std::vector<std::pair<std::string, int>> PeerAddresses(::gloo::rendezvous::Store& store, int rank,
+                                                       int world) {
+  std::vector<std::pair<std::string, int>> peers;
+  const size_t address_bytes = ::gloo::transport::tcp::Address().bytes().size();
+  for (int r = 0; r < world; ++r) {
+    if (r == rank) continue;
+    try {
+      const std::vector<char> blob = store.get(std::to_string(r));
+      const size_t entry = static_cast<size_t>(rank < r ? rank : rank - 1);
+      if (blob.size() < (entry + 1) * address_bytes) continue;
+      const auto begin = blob.begin() + static_cast<std::ptrdiff_t>(entry * address_bytes);
+      const std::vector<char> mine(begin, begin + static_cast<std::ptrdiff_t>(address_bytes));
+      peers.emplace_back(::gloo::transport::tcp::Address(mine).str(), r);
+    } catch (const std::exception&) {
+      // not the expected layout: no names
+    }
+  }
+  return peers;
+}
+
 class GlooCommunicator final : public Communicator {
  public:
-  GlooCommunicator(std::shared_ptr<::gloo::rendezvous::Context> context, absl::Duration timeout)
-      : context_(std::move(context)), timeout_(ToMillis(timeout)) {}
+  // peers: (Gloo's text for a peer's address, its rank), to name ranks in Gloo's errors.
+  GlooCommunicator(std::shared_ptr<::gloo::rendezvous::Context> context, absl::Duration timeout,
+                   std::vector<std::pair<std::string, int>> peers)
+      : context_(std::move(context)), timeout_(ToMillis(timeout)), peers_(std::move(peers)) {}
 
   ~GlooCommunicator() override {
     CallGloo("close", [&] { context_->closeConnections(); }).IgnoreError();
@@ -261,7 +326,10 @@ class GlooCommunicator final : public Communicator {
         CallGloo(absl::StrCat(what, " on rank ", context_->rank, " of ", context_->size,
                               " (collective #", tag, ", timeout ", timeout_.count(), " ms)"),
                  [&] { body(tag); });
-    if (!st.ok()) Abort(st);
+    if (!st.ok()) {
+      st = NamePeers(st);
+      Abort(st);
+    }
     return st;
   }
 
@@ -272,8 +340,21 @@ class GlooCommunicator final : public Communicator {
     return err;
   }
 
+  // Gloo's I/O errors name a peer by its address ("[10.0.0.2]:41234"): add its rank.
+  absl::Status NamePeers(const absl::Status& st) const {
+    const std::string msg(st.message());
+    for (const auto& [address, rank] : peers_) {
+      if (msg.find(address) != std::string::npos) {
+        return absl::Status(st.code(),
+                            absl::StrCat(msg, " (peer ", address, " is rank ", rank, ")"));
+      }
+    }
+    return st;
+  }
+
   const std::shared_ptr<::gloo::rendezvous::Context> context_;
   const std::chrono::milliseconds timeout_;
+  const std::vector<std::pair<std::string, int>> peers_;
   absl::Mutex mu_;
   absl::Status aborted_ ABSL_GUARDED_BY(mu_);
   uint32_t next_tag_ ABSL_GUARDED_BY(mu_) = 0;
@@ -288,13 +369,9 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooO
     return absl::InvalidArgumentError(absl::StrCat(
         "gloo: rank ", options.rank, " is not in [0, world size ", options.world_size, ")"));
   }
-  if (!options.init_addr.empty()) {
-    return absl::UnimplementedError(
-        absl::StrCat("gloo: TCP rendezvous (init_addr ", options.init_addr,
-                     ") is not implemented yet; use a shared file_store_dir (one node)"));
-  }
-  if (options.file_store_dir.empty()) {
-    return absl::InvalidArgumentError("gloo: no rendezvous: set file_store_dir");
+  if (options.file_store_dir.empty() == options.init_addr.empty()) {
+    return absl::InvalidArgumentError(
+        "gloo: set exactly one rendezvous: file_store_dir (one node) or init_addr (host:port)");
   }
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("gloo: timeout must be positive");
@@ -309,22 +386,43 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooO
     ::sigemptyset(&ignore.sa_mask);
     ::sigaction(SIGPIPE, &ignore, nullptr);
   }
+  // TCP rendezvous: connect to the store first (retrying until the timeout: rank 0 may start
+  // later); the connection's local address is this host as the other ranks reach it.
+  std::unique_ptr<TcpKvClient> client;
+  std::string hostname = options.hostname;
+  if (!options.init_addr.empty()) {
+    absl::StatusOr<std::unique_ptr<TcpKvClient>> connected =
+        TcpKvClient::Connect(options.init_addr, options.timeout);
+    if (!connected.ok()) return connected.status();
+    client = *std::move(connected);
+    if (hostname.empty()) hostname = client->local_host();
+  }
+  if (hostname.empty()) hostname = "127.0.0.1";
   auto context = std::make_shared<::gloo::rendezvous::Context>(options.rank, options.world_size);
-  absl::Status st =
-      CallGloo(absl::StrCat("gloo rendezvous of rank ", options.rank, " of ", options.world_size,
-                            " in ", options.file_store_dir),
-               [&] {
-                 ::gloo::transport::tcp::attr attr;
-                 attr.hostname = options.hostname;
-                 std::shared_ptr<::gloo::transport::Device> device =
-                     ::gloo::transport::tcp::CreateDevice(attr);
-                 ::gloo::rendezvous::FileStore file_store(options.file_store_dir);
-                 ::gloo::rendezvous::PrefixStore store(options.store_prefix, file_store);
-                 context->setTimeout(ToMillis(options.timeout));
-                 context->connectFullMesh(store, device);
-               });
+  std::vector<std::pair<std::string, int>> peers;
+  absl::Status st = CallGloo(
+      absl::StrCat("gloo rendezvous of rank ", options.rank, " of ", options.world_size, " at ",
+                   options.init_addr.empty() ? options.file_store_dir : options.init_addr,
+                   " (this rank listens on ", hostname, ")"),
+      [&] {
+        ::gloo::transport::tcp::attr attr;
+        attr.hostname = hostname;
+        std::shared_ptr<::gloo::transport::Device> device =
+            ::gloo::transport::tcp::CreateDevice(attr);
+        std::unique_ptr<::gloo::rendezvous::Store> base;
+        if (client) {
+          base =
+              std::make_unique<TcpStore>(client.get(), options.timeout, options.rendezvous_check);
+        } else {
+          base = std::make_unique<::gloo::rendezvous::FileStore>(options.file_store_dir);
+        }
+        ::gloo::rendezvous::PrefixStore store(options.store_prefix, *base);
+        context->setTimeout(ToMillis(options.timeout));
+        context->connectFullMesh(store, device);
+        peers = PeerAddresses(store, options.rank, options.world_size);
+      });
   if (!st.ok()) return st;
-  return std::make_unique<GlooCommunicator>(std::move(context), options.timeout);
+  return std::make_unique<GlooCommunicator>(std::move(context), options.timeout, std::move(peers));
 }
 
 #endif  // MOESERVE_HAVE_GLOO

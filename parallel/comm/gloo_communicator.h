@@ -1,9 +1,9 @@
 // A Communicator between PROCESSES (CPU ranks), on Gloo (Debian's libgloo-dev, TCP transport).
 //
 // Every rank is its own process; each creates its communicator with the same world size, its own
-// rank and the same rendezvous. Rendezvous today: a directory shared by the ranks (Gloo's
-// FileStore), i.e. one node. GlooOptions::init_addr is where a TCP rendezvous (the
-// --dist-init-addr host:port of SGLang / vLLM) plugs in later; it is refused as Unimplemented now.
+// rank and the same rendezvous: either a directory shared by the ranks (Gloo's FileStore, one
+// node) or a TCP key-value store at "host:port" (tcp_kv_store.h; the --dist-init-addr of SGLang /
+// vLLM), which the caller runs in rank 0's process (TcpKvServer) and which spans nodes.
 //
 // How each collective maps onto Gloo:
 //  - AllToAll: gloo::alltoall (a scratch copy of the input when in place).
@@ -36,9 +36,15 @@
 // Process state: CreateGlooCommunicator sets SIGPIPE to SIG_IGN when it is at its default (Gloo
 // writes to sockets without MSG_NOSIGNAL; a dead peer would otherwise kill this process).
 //
-// Threading: as Communicator (collectives from the rank's thread; Abort from any thread).
+// Threading: as Communicator (collectives from the rank's thread; Abort from any thread), with
+// one limit: Abort from another thread does not wake a collective already blocked in this
+// process (Gloo's closeConnections closes the sockets without signalling the waiter, and the
+// call that would, tcp::Pair::signalExceptionExternal, is protected and its header does not
+// compile against Debian's package); that collective ends at its timeout or when a peer's
+// connection fails. Later calls fail at once, and the peers see the closed connections.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -55,14 +61,21 @@ struct GlooOptions {
   // (or a fresh `store_prefix`) per group: keys left by an earlier group would be read as this
   // group's addresses.
   std::string file_store_dir;
-  // Multi-node rendezvous "host:port" (--dist-init-addr). Not implemented yet: must be empty.
+  // Multi-node rendezvous "host:port" (--dist-init-addr): a TcpKvServer some process runs there.
+  // Exactly one of file_store_dir and init_addr is set.
   std::string init_addr;
   // Namespace of this group's keys in the store (several groups may share one store).
   std::string store_prefix = "moeserve";
-  // Address this rank's TCP transport listens on; other ranks must reach it.
-  std::string hostname = "127.0.0.1";
+  // Address this rank's TCP transport listens on; other ranks must reach it. Empty: with init_addr
+  // this host's address on its connection to the store (the interface that routes there), else
+  // 127.0.0.1.
+  std::string hostname;
   // Limit for the rendezvous and for each collective (DeadlineExceeded past it).
   absl::Duration timeout = absl::Seconds(60);
+  // TCP rendezvous only: runs while it waits for the other ranks (every 10 ms poll); a non-OK
+  // status ends the rendezvous with that status (e.g. a rank this process spawned has exited, so
+  // waiting for it is pointless).
+  std::function<absl::Status()> rendezvous_check;
 };
 
 // Whether this build has Gloo (MOESERVE_GLOO=AUTO found libgloo-dev, or ON).
@@ -70,8 +83,8 @@ bool GlooAvailable();
 
 // Rendezvous with the other world_size - 1 ranks (blocks until all have arrived, up to
 // options.timeout) and returns this rank's communicator. InvalidArgument for bad rank / size /
-// missing rendezvous; Unimplemented when built without Gloo or for init_addr; DeadlineExceeded
-// when the peers do not all arrive in time.
+// missing rendezvous; Unimplemented when built without Gloo; DeadlineExceeded when the store is
+// unreachable or the peers do not all arrive in time.
 absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const GlooOptions& options);
 
 }  // namespace moeserve::parallel

@@ -77,6 +77,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
                                                    " exceeds the model's max_position_embeddings ",
                                                    config.max_position_embeddings));
   }
+  const int comm_world = ranks[0].comm != nullptr ? ranks[0].comm->world_size() : 1;
   SchedulerConfig sched{.max_num_seqs = options.max_num_seqs,
                         .max_num_batched_tokens = options.max_num_batched_tokens,
                         .sliding_window = config.sliding_window.value_or(0)};
@@ -105,13 +106,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
         KvBlockPool pool,
         KvBlockPool::Create(model.backend(), model.KvShape(options.kv_block_size, blocks)));
     impl->blocks_per_rank_ = blocks;
-    impl->workers_.push_back(std::make_unique<Worker>(static_cast<int>(r), std::move(ranks[r]),
-                                                      std::move(pool), sched, tokenizer,
-                                                      &impl->counters_));
+    // The rank in the group (in a rank process: its global rank, for the log).
+    const int rank = ranks[r].comm != nullptr ? ranks[r].comm->rank() : static_cast<int>(r);
+    impl->workers_.push_back(std::make_unique<Worker>(rank, std::move(ranks[r]), std::move(pool),
+                                                      sched, tokenizer, &impl->counters_));
   }
   impl->recorder_ = std::make_unique<LoadRecorder>(
       impl->config_.num_hidden_layers, impl->config_.num_local_experts,
       static_cast<int>(impl->workers_.size()), options.recorder_max_steps);
+  // A lone worker whose group has other ranks: they are other processes, whose statistics reach
+  // this one only through the communicator (every 50 step agreements: ~1 s when idle).
+  if (impl->workers_.size() == 1 && comm_world > 1) impl->workers_[0]->GatherGroupStats(50);
   for (auto& w : impl->workers_) {
     w->SetRecorder(impl->recorder_.get());
     w->Start();
@@ -122,6 +127,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
 absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest request) {
   Impl& m = *impl_;
   if (!m.admitting_) return absl::UnavailableError("the server is shutting down");
+  // A broken lockstep group runs no more steps: a request admitted now would never be answered.
+  if (absl::Status failed = GroupFailure(); !failed.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("the expert-parallel group failed: ", failed.message()));
+  }
   const int64_t prompt_len = static_cast<int64_t>(request.prompt.size());
   if (prompt_len == 0) return absl::InvalidArgumentError("the prompt is empty");
   const int64_t vocab = m.config_.vocab_size;
@@ -185,6 +195,24 @@ bool Engine::WaitUntilIdle(absl::Duration timeout) {
   return true;
 }
 
+absl::Status Engine::GroupFailure() const {
+  for (const auto& w : impl_->workers_) {
+    if (absl::Status st = w->failure(); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+bool Engine::WaitUntilStopped(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    bool all = true;
+    for (const auto& w : impl_->workers_) all &= w->ended();
+    if (all) return true;
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+}
+
 EngineStats Engine::Stats() const {
   const EngineCounters& c = impl_->counters_;
   EngineStats s;
@@ -214,6 +242,11 @@ EngineStats Engine::Stats() const {
       }
     }
   }
+  // Ranks in other processes: their last gathered statistics (this rank's are fresh).
+  if (impl_->workers_.size() == 1) {
+    std::vector<parallel::EpRankStats> group = impl_->workers_[0]->group_ep_stats();
+    if (!group.empty()) ep_ranks = std::move(group);
+  }
   s.ep = parallel::AggregateEpStats(ep_ranks);
   return s;
 }
@@ -224,6 +257,9 @@ const ModelConfig& Engine::model_config() const { return impl_->config_; }
 const EngineOptions& Engine::options() const { return impl_->options_; }
 int64_t Engine::max_model_len() const { return impl_->max_model_len_; }
 LoadRecorder& Engine::recorder() { return *impl_->recorder_; }
-int Engine::world_size() const { return static_cast<int>(impl_->workers_.size()); }
+int Engine::world_size() const {
+  return impl_->placement_ ? impl_->placement_->world_size()
+                           : static_cast<int>(impl_->workers_.size());
+}
 
 }  // namespace moeserve::runtime

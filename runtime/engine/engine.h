@@ -95,7 +95,7 @@ class Engine {
   // Validates and enqueues. InvalidArgument for a bad request (empty prompt, prompt or
   // prompt + max_tokens past max_model_len, bad sampling parameters, token ids outside the
   // vocabulary), ResourceExhausted when the admission queue is full, Unavailable after
-  // StopAdmission.
+  // StopAdmission or a group failure (GroupFailure).
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerationRequest request);
 
   // Graceful shutdown: refuse new requests, let the admitted ones finish.
@@ -103,10 +103,21 @@ class Engine {
   // True when every admitted request has finished before `timeout`.
   bool WaitUntilIdle(absl::Duration timeout);
 
+  // Lockstep groups (ranks with a communicator): the failure that broke the group (a collective
+  // failed: a peer died, timed out or aborted), OK while there is none. The requests it ended
+  // got this status (UNAVAILABLE / DEADLINE_EXCEEDED); the engine serves nothing after it.
+  absl::Status GroupFailure() const;
+  // True when every worker loop has ended before `timeout`: after a group failure, or when the
+  // group agreed to stop (rank 0's engine was destroyed; what a rank process without front ends
+  // waits for).
+  bool WaitUntilStopped(absl::Duration timeout);
+
   EngineStats Stats() const;
   const ModelConfig& model_config() const;
   const EngineOptions& options() const;
   int64_t max_model_len() const;
+  // Ranks of the expert-parallel group (the placement's world size: in a rank process this
+  // counts the other processes' ranks too).
   int world_size() const;
   // The bounded expert-load recorder (load_recorder.h); thread-safe.
   LoadRecorder& recorder();

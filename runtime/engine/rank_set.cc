@@ -28,6 +28,36 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadOne(const RankSetOptions& optio
   return LoadModelDir(options.model_dir, backend, load);
 }
 
+// The placement of `world` ranks: the JSON file, else the contiguous split. Its shape comes from
+// the config, read before any weights.
+absl::StatusOr<std::shared_ptr<const parallel::ExpertPlacement>> MakePlacement(
+    const RankSetOptions& options, int world) {
+  MOESERVE_ASSIGN_OR_RETURN(const ModelConfig config, options.model_dir.empty()
+                                                          ? PresetConfig("tiny")
+                                                          : LoadModelConfig(options.model_dir));
+  absl::StatusOr<parallel::ExpertPlacement> placement =
+      options.placement_file.empty()
+          ? parallel::ExpertPlacement::Contiguous(config.num_hidden_layers,
+                                                  config.num_local_experts, world)
+          : parallel::ExpertPlacement::FromJsonFile(
+                options.placement_file, config.num_hidden_layers, config.num_local_experts, world);
+  MOESERVE_RETURN_IF_ERROR(placement.status());
+  if (options.placement_file.empty() && placement->IsUnevenSplit()) {
+    spdlog::warn(
+        "--ep-size {} does not divide num_local_experts={}: uneven contiguous split ({}); "
+        "ranks holding more experts carry more load",
+        world, config.num_local_experts, placement->Summary());
+  }
+  return std::make_shared<const parallel::ExpertPlacement>(*std::move(placement));
+}
+
+// What a rank process keeps alive: its communicator and the placement its model points at.
+struct ProcessRankResources {
+  std::unique_ptr<parallel::Communicator> comm;
+  std::shared_ptr<const parallel::ExpertPlacement> placement;
+  std::unique_ptr<LoadedModel> loaded;
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<kernels::Backend>> MakeBackend(const std::string& device,
@@ -88,24 +118,7 @@ absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
     return set;
   }
 
-  // The placement's shape comes from the config, read before any weights.
-  MOESERVE_ASSIGN_OR_RETURN(const ModelConfig config, options.model_dir.empty()
-                                                          ? PresetConfig("tiny")
-                                                          : LoadModelConfig(options.model_dir));
-  absl::StatusOr<parallel::ExpertPlacement> placement =
-      options.placement_file.empty()
-          ? parallel::ExpertPlacement::Contiguous(config.num_hidden_layers,
-                                                  config.num_local_experts, world)
-          : parallel::ExpertPlacement::FromJsonFile(
-                options.placement_file, config.num_hidden_layers, config.num_local_experts, world);
-  MOESERVE_RETURN_IF_ERROR(placement.status());
-  if (options.placement_file.empty() && placement->IsUnevenSplit()) {
-    spdlog::warn(
-        "--ep-size {} does not divide num_local_experts={}: uneven contiguous split ({}); "
-        "ranks holding more experts carry more load",
-        world, config.num_local_experts, placement->Summary());
-  }
-  set.placement = std::make_shared<const parallel::ExpertPlacement>(*std::move(placement));
+  MOESERVE_ASSIGN_OR_RETURN(set.placement, MakePlacement(options, world));
 
   // Expert parallelism runs over the in-process communicator, which moves rows with host
   // memcpy: CPU ranks only until a device communicator (NCCL) is wired in.
@@ -135,6 +148,40 @@ absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
     r.keep_alive = resources;
     set.ranks.push_back(std::move(r));
   }
+  return set;
+}
+
+absl::StatusOr<RankSet> LoadProcessRank(const RankSetOptions& options,
+                                        std::unique_ptr<parallel::Communicator> comm) {
+  if (comm == nullptr || comm->world_size() != options.ep_size) {
+    return absl::InvalidArgumentError("LoadProcessRank: the communicator's world is not --ep-size");
+  }
+  if (options.device == "cuda") {
+    return absl::UnimplementedError(
+        "--device cuda with --ep-launch processes: the GPU data plane (NCCL) is not built yet; "
+        "use --device cpu");
+  }
+  const int rank = comm->rank();
+  RankSet set;
+  MOESERVE_ASSIGN_OR_RETURN(set.placement, MakePlacement(options, comm->world_size()));
+  RankModel r;
+  MOESERVE_ASSIGN_OR_RETURN(r.backend, MakeBackend("cpu", options.threads));
+  spdlog::info("rank {} backend: {}", rank, r.backend->Describe());
+  ModelLoadOptions load;
+  load.progress = options.progress;
+  load.weight_check = options.weight_check;
+  load.placement = set.placement.get();
+  load.rank = rank;
+  auto resources = std::make_shared<ProcessRankResources>();
+  resources->placement = set.placement;
+  MOESERVE_ASSIGN_OR_RETURN(resources->loaded, LoadOne(options, r.backend.get(), load));
+  MOESERVE_RETURN_IF_ERROR(resources->loaded->model->EnableExpertParallel(
+      {.comm = comm.get(), .placement = set.placement.get()}));
+  r.model = resources->loaded->model.get();
+  r.comm = comm.get();
+  resources->comm = std::move(comm);
+  r.keep_alive = resources;
+  set.ranks.push_back(std::move(r));
   return set;
 }
 

@@ -39,6 +39,13 @@ struct RankSet {
 
 absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options);
 
+// One rank of a group whose ranks are PROCESSES (--ep-launch processes): the placement of
+// comm->world_size() (= options.ep_size) ranks, and one RankModel on the CPU with
+// options.threads threads (0: every core) holding only the experts the placement gives
+// comm->rank(); its MoE layers exchange through `comm`, which the RankModel keeps alive.
+absl::StatusOr<RankSet> LoadProcessRank(const RankSetOptions& options,
+                                        std::unique_ptr<parallel::Communicator> comm);
+
 // The compute backend `device` names: "cpu" (cpu_threads, 0: all cores), "cuda" (GPU
 // cuda_device; an error when the build has no CUDA or there is no usable GPU) or "auto" (CUDA
 // when MakeCudaBackend succeeds, else the CPU). Every command (serve, generate, bench) creates

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "parallel/moe/ep_stats_gather.h"
 #include "spdlog/spdlog.h"
 
 namespace moeserve::runtime {
@@ -42,6 +43,27 @@ Worker::Snapshot Worker::snapshot() const {
   return snapshot_;
 }
 
+bool Worker::ended() const {
+  absl::MutexLock lock(&mu_);
+  return ended_;
+}
+
+absl::Status Worker::failure() const {
+  absl::MutexLock lock(&mu_);
+  return failure_;
+}
+
+std::vector<parallel::EpRankStats> Worker::group_ep_stats() const {
+  std::vector<parallel::EpRankStats> all;
+  {
+    absl::MutexLock lock(&mu_);
+    all = group_stats_;
+  }
+  if (all.empty()) return all;
+  all[static_cast<size_t>(rank_)] = ep_stats();  // this rank's own, fresh
+  return all;
+}
+
 void Worker::Kick() {
   absl::MutexLock lock(&mu_);
   kicked_ = true;
@@ -78,10 +100,27 @@ void Worker::Loop() {
     Admit(std::move(incoming));
     bool any_work = !active_.empty();
     if (lockstep) {
-      const absl::Status agreed = AgreeOnStep(&any_work, &stopping);
+      absl::Status agreed = AgreeOnStep(&any_work, &stopping);
+      if (agreed.ok() && gather_every_ > 0 && ++loop_turns_ % gather_every_ == 0) {
+        absl::StatusOr<std::vector<parallel::EpRankStats>> all =
+            parallel::GatherEpRankStats(*rank_model_.comm, rank_model_.model->ep_stats());
+        if (all.ok()) {
+          absl::MutexLock lock(&mu_);
+          group_stats_ = *std::move(all);
+        } else {
+          agreed = all.status();
+        }
+      }
       if (!agreed.ok()) {
         spdlog::error("rank {}: step agreement failed: {}", rank_, std::string(agreed.message()));
-        FailAll(agreed);
+        {
+          absl::MutexLock lock(&mu_);
+          failure_ = agreed;
+        }
+        // To a client the group's failure is the server being unavailable (HTTP 503 / gRPC
+        // UNAVAILABLE), whatever the collective's own code (a timeout is DEADLINE_EXCEEDED).
+        FailAll(absl::UnavailableError(
+            absl::StrCat("the expert-parallel group failed: ", agreed.message())));
         break;
       }
     }
@@ -90,6 +129,8 @@ void Worker::Loop() {
     if (any_work) RunStep();
   }
   PublishSnapshot();
+  absl::MutexLock lock(&mu_);
+  ended_ = true;
 }
 
 absl::Status Worker::AgreeOnStep(bool* any_work, bool* any_stop) {
@@ -200,12 +241,18 @@ void Worker::RunStep() {
   if (!status.ok()) {
     // A model failure fails the requests of this step only; the worker keeps serving.
     spdlog::error("rank {}: step failed: {}", rank_, std::string(status.message()));
+    // In a lockstep group a failed step is the group failing (a collective of a MoE layer): as
+    // in FailAll, the client sees UNAVAILABLE.
+    const absl::Status client_status =
+        lockstep ? absl::UnavailableError(
+                       absl::StrCat("the expert-parallel step failed: ", status.message()))
+                 : status;
     for (const ScheduledSequence& s : plan.scheduled) {
       Choice* choice = seq_choice_[s.seq->id];
       if (choice->finished()) continue;
       scheduler_.Finish(s.seq);
       RequestUpdate& u = updates[seq_request_[s.seq->id]];
-      u.status = status;
+      u.status = client_status;
       u.choices.push_back(choice->Abort(FinishReason::kError));
     }
   } else {

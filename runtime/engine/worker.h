@@ -66,8 +66,19 @@ class Worker {
     std::vector<std::vector<int64_t>> expert_tokens;
   };
   Snapshot snapshot() const;
+  // Thread-safe: whether the loop has ended (the group agreed to stop, or it failed), and the
+  // failure that ended it (OK when none).
+  bool ended() const;
+  absl::Status failure() const;
   // Thread-safe: this rank's expert-load and all-to-all counters.
   parallel::EpRankStats ep_stats() const { return rank_model_.model->ep_stats(); }
+  // Before Start, for a worker whose peers are other PROCESSES: every `every_loops` turns of the
+  // loop (the same turn on every rank: each turn is one step agreement) gather every rank's
+  // EpRankStats (GatherEpRankStats), so that group_ep_stats() covers the whole group.
+  void GatherGroupStats(int every_loops) { gather_every_ = every_loops; }
+  // Thread-safe: every rank's stats as last gathered, this rank's fresh; empty when not
+  // gathering (or before the first gather).
+  std::vector<parallel::EpRankStats> group_ep_stats() const;
 
  private:
   struct Active {
@@ -112,6 +123,11 @@ class Worker {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
   Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  int gather_every_ = 0;    // 0: never (set before Start)
+  int64_t loop_turns_ = 0;  // worker thread only
+  std::vector<parallel::EpRankStats> group_stats_ ABSL_GUARDED_BY(mu_);
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

@@ -9,23 +9,30 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "parallel/moe/ep_stats.h"
 #include "parallel/moe/skew_profile.h"
 #include "runtime/engine/engine.h"
+#include "runtime/engine/ep_topology.h"
 #include "runtime/engine/rank_set.h"
 #include "server/api/serving_context.h"
 #include "server/cli/commands.h"
+#include "server/cli/ep_process_group.h"
 #include "server/cli/model_options.h"
 #include "server/cli/progress.h"
+#include "server/cli/rank_process.h"
 #include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
 #include "server/metrics/metrics.h"
@@ -46,6 +53,11 @@ struct ServeFlags {
   int http_max_connections = 2048;
   int http_io_threads = 2;
   int ep_size = 1;
+  std::string ep_launch = "threads";  // or "processes" (ep_process_group.h)
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string dist_init_addr;
+  double comm_timeout_s = 300;
   std::string placement_file;
   std::string router_skew;
   int64_t stats_window_steps = parallel::kDefaultWindowSteps;
@@ -83,6 +95,12 @@ std::string DescribeConfig(const ServeFlags& f, const std::string& served_name, 
     << "http_io_threads = " << f.http_io_threads << "\n"
     << "drain_timeout_s = " << f.drain_timeout_s << "\n"
     << "ep_size = " << f.ep_size << "\n"
+    << "ep_launch = " << f.ep_launch << "\n"
+    << "nnodes = " << f.nnodes << "\n"
+    << "node_rank = " << f.node_rank << "\n"
+    << "dist_init_addr = "
+    << (f.dist_init_addr.empty() ? "(one node: a free loopback port)" : f.dist_init_addr) << "\n"
+    << "comm_timeout_s = " << f.comm_timeout_s << "\n"
     << "placement = " << (f.placement_file.empty() ? "(contiguous)" : f.placement_file) << "\n"
     << "router_skew = " << (f.router_skew.empty() ? "(off)" : f.router_skew) << "\n"
     << "stats_window_steps = " << f.stats_window_steps << "\n"
@@ -102,6 +120,38 @@ const char* SignalName(int sig) {
     default:
       return "signal";
   }
+}
+
+// The expert-parallel group failed while serving (a rank died, a collective timed out, a rank
+// aborted): health turns NOT_SERVING / 503 at once, open calls end with 503 / UNAVAILABLE, the
+// rank processes are reaped, and the exit status is 1 with the rank and cause on stderr.
+int FailGroup(const absl::Status& failure, ServingContext& ctx, HttpFrontEnd& http,
+              GrpcFrontEnd& grpc, std::unique_ptr<runtime::Engine>& engine, EpProcessGroup* group) {
+  ctx.draining.store(true);
+  grpc.SetNotServing();
+  // The rank that ended, if a spawned one did (its pid and signal or status), is the cause; the
+  // collective's error says what this rank saw.
+  std::vector<std::string> ended = group != nullptr ? group->Ended() : std::vector<std::string>{};
+  const std::string cause =
+      absl::StrCat(ended.empty() ? "" : absl::StrJoin(ended, "; ") + "; ", failure.message());
+  spdlog::error("expert-parallel group failed: {}", cause);
+  const std::string reason = absl::StrCat("the expert-parallel group failed: ", cause);
+  // The engine has already ended every request with UNAVAILABLE: give the front ends a moment
+  // to write those 503s / error events before Stop ends whatever is still open.
+  for (int i = 0; i < 100 && ctx.active_calls.load() > 0; ++i)
+    absl::SleepFor(absl::Milliseconds(20));
+  http.Stop(reason);
+  grpc.Stop(absl::Milliseconds(100));
+  if (group != nullptr) group->ExpectExits();
+  engine.reset();
+  if (group != nullptr) {
+    group->Reap(absl::Seconds(5));  // the others fail within a step; a stopped one is killed
+    ended = group->Ended();         // every rank process, in the order they ended
+  }
+  std::cerr << absl::StrCat("error: rank 0: expert-parallel group failed: ",
+                            ended.empty() ? "" : absl::StrJoin(ended, "; ") + "; ",
+                            failure.message(), "\n");
+  return 1;
 }
 
 int RunServe(ServeFlags f) {
@@ -166,7 +216,48 @@ int RunServe(ServeFlags f) {
     return 2;
   }
   rank_options.decode_graphs = *graphs;  // applied only on backends with graphs (rank_set.cc)
-  absl::StatusOr<runtime::RankSet> rank_set = runtime::LoadRankSet(rank_options);
+  // Ranks as processes (--ep-launch processes): this process's place in the group, the ranks it
+  // spawns, the rendezvous; then only this rank's model. Else every rank is a thread here.
+  const bool processes = f.ep_launch == "processes" && (f.ep_size > 1 || f.nnodes > 1);
+  if (!processes && (f.nnodes > 1 || !f.dist_init_addr.empty())) {
+    std::cerr << "error: --nnodes / --dist-init-addr need --ep-launch processes (and --ep-size "
+                 "> 1): with threads every rank lives in this one process\n";
+    return 2;
+  }
+  std::unique_ptr<EpProcessGroup> group;
+  absl::StatusOr<runtime::RankSet> rank_set;
+  if (processes) {
+    absl::StatusOr<runtime::EpTopology> topology = runtime::ResolveEpTopology(
+        {.ep_size = f.ep_size,
+         .nnodes = f.nnodes,
+         .node_rank = f.node_rank,
+         .dist_init_addr = f.dist_init_addr},
+        [](const char* name) -> const char* { return std::getenv(name); });
+    if (!topology.ok()) {
+      std::cerr << "error: " << topology.status().message() << "\n";
+      return 2;
+    }
+    if (topology->rank != 0) {
+      // Every rank shares the terminal: say whose line it is; only rank 0 draws progress.
+      spdlog::set_pattern(
+          absl::StrCat("[%Y-%m-%d %H:%M:%S.%e] [rank ", topology->rank, "] [%l] %v"));
+      rank_options.progress = nullptr;
+    }
+    // The node's cores are split between its rank processes.
+    const int cores = f.model.threads > 0 ? f.model.threads
+                                          : static_cast<int>(std::thread::hardware_concurrency());
+    rank_options.threads = std::max(1, cores / topology->ranks_per_node);
+    absl::StatusOr<std::unique_ptr<EpProcessGroup>> started =
+        EpProcessGroup::Start(*topology, absl::Seconds(f.comm_timeout_s));
+    if (!started.ok()) {
+      std::cerr << "error: rank " << topology->rank << ": " << started.status().message() << "\n";
+      return 1;
+    }
+    group = *std::move(started);
+    rank_set = runtime::LoadProcessRank(rank_options, group->TakeComm());
+  } else {
+    rank_set = runtime::LoadRankSet(rank_options);
+  }
   if (!rank_set.ok()) {
     std::cerr << "error: " << rank_set.status().message() << "\n";
     return 1;
@@ -190,6 +281,9 @@ int RunServe(ServeFlags f) {
   if (!engine.ok()) {
     std::cerr << "error: " << engine.status().message() << "\n";
     return 1;
+  }
+  if (group != nullptr && group->topology().rank != 0) {
+    return ServeAsRankProcess(*std::move(engine), *group, signals);
   }
 
   ServerMetrics metrics;
@@ -225,8 +319,18 @@ int RunServe(ServeFlags f) {
   spdlog::info("serving '{}': HTTP on {}:{}, gRPC on {}:{}", ctx.limits.served_model_name, f.host,
                http.port(), f.host, grpc.port());
 
+  // Serve until a shutdown signal, or until the expert-parallel group fails (a rank died, a
+  // collective timed out): its in-flight requests have then already ended with UNAVAILABLE.
   int sig = 0;
-  sigwait(&signals, &sig);
+  absl::Status group_failure;
+  while (sig <= 0 && group_failure.ok()) {
+    const timespec wait = absl::ToTimespec(absl::Milliseconds(50));
+    sig = sigtimedwait(&signals, nullptr, &wait);
+    group_failure = (*engine)->GroupFailure();
+  }
+  if (!group_failure.ok()) {
+    return FailGroup(group_failure, ctx, http, grpc, *engine, group.get());
+  }
   spdlog::info("{}: draining (at most {} s; a second signal stops at once)", SignalName(sig),
                f.drain_timeout_s);
   const absl::Time deadline = absl::Now() + absl::Seconds(f.drain_timeout_s);
@@ -261,7 +365,14 @@ int RunServe(ServeFlags f) {
                    : absl::StrCat("the server is shutting down: the drain (--drain-timeout=",
                                   f.drain_timeout_s, " s) ended before this request"));
   grpc.Stop(absl::Milliseconds(100));
-  engine->reset();  // cancels what is left and joins the workers
+  if (group != nullptr) group->ExpectExits();
+  engine->reset();  // cancels what is left and joins the workers (and ends the rank group)
+  if (group != nullptr) {
+    if (std::vector<std::string> failed = group->Reap(absl::Seconds(10)); !failed.empty()) {
+      std::cerr << "error: rank 0: " << absl::StrJoin(failed, "; ") << "\n";
+      return 1;
+    }
+  }
   spdlog::info("stopped{}", drained ? "" : " (drain timed out)");
   return 0;
 }
@@ -345,6 +456,34 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "layer are split between them, attention runs on each rank's own requests")
       ->envname("MOESERVE_EP_SIZE")
       ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  cmd->add_option("--ep-launch", f.ep_launch,
+                  "How the --ep-size ranks run: threads (one process) or processes (one process "
+                  "per rank on Gloo: this process is rank 0 and spawns its node's other ranks, "
+                  "or each process is one rank under mpirun / srun; docs/expert-parallelism.md)")
+      ->envname("MOESERVE_EP_LAUNCH")
+      ->check(CLI::IsMember({"threads", "processes"}))
+      ->capture_default_str();
+  cmd->add_option("--nnodes", f.nnodes,
+                  "Nodes of a --ep-launch processes group; each runs --ep-size / --nnodes ranks")
+      ->envname("MOESERVE_NNODES")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  cmd->add_option("--node-rank", f.node_rank,
+                  "This node's index in [0, --nnodes); node 0 runs rank 0 (the front ends)")
+      ->envname("MOESERVE_NODE_RANK")
+      ->capture_default_str();
+  cmd->add_option("--dist-init-addr", f.dist_init_addr,
+                  "host:port where the ranks meet (rank 0's node serves it); needed with "
+                  "--nnodes > 1 or mpirun / srun (else MASTER_ADDR:MASTER_PORT); one node: "
+                  "default a free loopback port")
+      ->envname(runtime::kDistInitAddrEnv);
+  cmd->add_option("--comm-timeout", f.comm_timeout_s,
+                  "Seconds a rank waits for the rendezvous and for each collective before the "
+                  "group is declared failed (--ep-launch processes); must exceed the longest "
+                  "gap between ranks finishing their model load (rank 0 starts stepping then)")
+      ->envname("MOESERVE_COMM_TIMEOUT")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--placement", f.placement_file,
                   "JSON expert placement (which ranks hold which experts, replicas allowed; see "

@@ -465,6 +465,45 @@ TEST_P(EngineTest, LockstepRanksGiveTheSameOutputs) {
   }
 }
 
+// A lockstep group that breaks (a rank process died: here the in-process group is aborted) ends
+// the requests in flight with UNAVAILABLE (HTTP 503 / gRPC UNAVAILABLE in the front ends), and
+// the engine reports the failure and stops (what `moeserve serve` waits for to exit non-zero).
+TEST_P(EngineTest, BrokenLockstepGroupEndsRequestsAsUnavailable) {
+  Fixture f = Load("");
+  parallel::InProcessGroup group(2);
+  std::vector<std::unique_ptr<kernels::Backend>> backends;
+  std::vector<RankModel> ranks(2);
+  for (int r = 0; r < 2; ++r) {
+    backends.push_back(backend_test::NewBackend(BackendName(), 1));
+    auto loaded = LoadEmbeddedModel(backends.back().get());
+    ASSERT_TRUE(loaded.ok());
+    std::shared_ptr<LoadedModel> shared(std::move(*loaded));
+    ranks[r].model = shared->model.get();
+    ranks[r].keep_alive = shared;
+    ranks[r].comm = group.comm(r);
+  }
+  auto engine = Engine::Create(std::move(ranks), f.tokenizer.get(), EngineOptions{});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_TRUE((*engine)->GroupFailure().ok());
+  EXPECT_FALSE((*engine)->WaitUntilStopped(absl::ZeroDuration()));
+  GenerationRequest req = Greedy(RandomPrompts(1, 8, 32000, 5)[0], 400);
+  req.sampling.ignore_eos = true;
+  auto stream = (*engine)->Submit(std::move(req));
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  ASSERT_TRUE((*stream)->Next(absl::Now() + Patience(60)).has_value());  // it runs
+  group.Abort(absl::UnavailableError("rank 1 (pid 7) was killed by signal 9"));
+  Collected c = Collect(**stream);
+  EXPECT_EQ(c.status.code(), absl::StatusCode::kUnavailable) << c.status;
+  EXPECT_NE(c.status.message().find("expert-parallel"), std::string::npos) << c.status;
+  EXPECT_LT(c.tokens[0].size(), 400u);  // not reported as finished
+  EXPECT_TRUE((*engine)->WaitUntilStopped(Patience(10)));
+  EXPECT_NE((*engine)->GroupFailure().message().find("killed by signal 9"), std::string::npos)
+      << (*engine)->GroupFailure();
+  // Nothing is admitted to a group that runs no more steps.
+  auto late = (*engine)->Submit(Greedy(RandomPrompts(1, 8, 32000, 6)[0], 4));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable) << late.status();
+}
+
 TEST_P(EngineTest, ManyConcurrentRequestsAllFinish) {
   Fixture f = Load("");
   EngineOptions o;

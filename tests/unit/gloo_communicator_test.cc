@@ -12,6 +12,7 @@
 //     size 1 (RunMoeLayer over all tokens) computed in the parent.
 // Skipped when moeserve is built without Gloo.
 #include "parallel/comm/gloo_communicator.h"
+#include "parallel/comm/tcp_kv_store.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -269,7 +270,12 @@ TEST(GlooChildRole, Run) {
   GlooOptions options;
   options.rank = std::stoi(f[1]);
   options.world_size = std::stoi(f[2]);
-  options.file_store_dir = f[3];
+  // "tcp:host:port": the TCP rendezvous (a TcpKvServer the parent runs), else a FileStore dir.
+  if (f[3].rfind("tcp:", 0) == 0) {
+    options.init_addr = f[3].substr(4);
+  } else {
+    options.file_store_dir = f[3];
+  }
   const std::string out_prefix = f[4];
   options.timeout = scenario == "conformance" || scenario == "ep" || scenario == "abort"
                         ? absl::Seconds(30)  // a hang guard in the parent fails the test first
@@ -310,13 +316,23 @@ std::string ReadFile(const std::string& path) {
 
 // Spawns `world` children running `scenario` and waits for them. A child still running after
 // `hang_guard` is killed (and reported as not exited). `kill_rank` (if >= 0) is killed as soon
-// as every other child has exited (the silent peer).
+// as every other child has exited (the silent peer). `tcp_store`: the children rendezvous through
+// a TcpKvServer on a free loopback port (--dist-init-addr) instead of a FileStore directory.
 std::vector<ChildResult> RunGroup(const std::string& scenario, int world,
-                                  std::chrono::seconds hang_guard, int kill_rank = -1) {
+                                  std::chrono::seconds hang_guard, int kill_rank = -1,
+                                  bool tcp_store = false) {
   char dir_template[] = "/tmp/moeserve_gloo_XXXXXX";
   const std::string dir = mkdtemp(dir_template);
-  const std::string store = dir + "/store";
+  std::string store = dir + "/store";
   std::filesystem::create_directory(store);
+  std::unique_ptr<TcpKvServer> server;
+  if (tcp_store) {
+    absl::StatusOr<std::unique_ptr<TcpKvServer>> started = TcpKvServer::Start("127.0.0.1", 0);
+    EXPECT_TRUE(started.ok()) << started.status();
+    if (!started.ok()) return {};
+    server = *std::move(started);
+    store = absl::StrCat("tcp:127.0.0.1:", server->port());
+  }
   const std::string exe = std::filesystem::read_symlink("/proc/self/exe");
   std::vector<pid_t> pids(world, -1);
   for (int r = 0; r < world; ++r) {
@@ -397,6 +413,20 @@ class GlooCommunicatorTest : public ::testing::TestWithParam<int> {
 TEST_P(GlooCommunicatorTest, ConformanceAcrossProcesses) {
   const int world = GetParam();
   std::vector<ChildResult> res = RunGroup("conformance", world, std::chrono::seconds(20));
+  for (int r = 0; r < world; ++r) {
+    EXPECT_TRUE(res[r].exited && res[r].exit_code == 0 && ReportOk(res[r]))
+        << "rank " << r << " exit " << res[r].exit_code << "\n"
+        << res[r].report << res[r].log;
+  }
+}
+
+// The same checks with the ranks meeting through the TCP rendezvous (what --dist-init-addr uses
+// across nodes): the store only carries the addresses, the collectives are Gloo's as above.
+TEST_P(GlooCommunicatorTest, ConformanceOverTcpRendezvous) {
+  const int world = GetParam();
+  std::vector<ChildResult> res = RunGroup("conformance", world, std::chrono::seconds(20), -1,
+                                          /*tcp_store=*/true);
+  ASSERT_EQ(res.size(), static_cast<size_t>(world));
   for (int r = 0; r < world; ++r) {
     EXPECT_TRUE(res[r].exited && res[r].exit_code == 0 && ReportOk(res[r]))
         << "rank " << r << " exit " << res[r].exit_code << "\n"
@@ -494,7 +524,54 @@ TEST(GlooCommunicatorOptions, BadOptionsAreErrors) {
   o.file_store_dir.clear();
   EXPECT_EQ(CreateGlooCommunicator(o).status().code(), absl::StatusCode::kInvalidArgument);
   o.init_addr = "10.0.0.1:29500";
-  EXPECT_EQ(CreateGlooCommunicator(o).status().code(), absl::StatusCode::kUnimplemented);
+  o.file_store_dir = "/tmp";  // two rendezvous
+  EXPECT_EQ(CreateGlooCommunicator(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.file_store_dir.clear();
+  o.init_addr = "no-port";
+  EXPECT_EQ(CreateGlooCommunicator(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// An init address nobody listens on: DeadlineExceeded within the timeout, naming the address.
+TEST(GlooCommunicatorOptions, UnreachableInitAddrIsDeadlineExceeded) {
+  if (!GlooAvailable()) GTEST_SKIP() << "moeserve built without Gloo";
+  // A port that was free a moment ago: bind a server, note its port, close it.
+  int port = 0;
+  {
+    absl::StatusOr<std::unique_ptr<TcpKvServer>> s = TcpKvServer::Start("127.0.0.1", 0);
+    ASSERT_TRUE(s.ok()) << s.status();
+    port = (*s)->port();
+  }
+  GlooOptions o;
+  o.rank = 1;
+  o.world_size = 2;
+  o.init_addr = absl::StrCat("127.0.0.1:", port);
+  o.timeout = absl::Milliseconds(400);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateGlooCommunicator(o);
+  EXPECT_EQ(comm.status().code(), absl::StatusCode::kDeadlineExceeded) << comm.status();
+  EXPECT_NE(comm.status().message().find(o.init_addr), std::string::npos) << comm.status();
+}
+
+// The TCP rendezvous stops waiting as soon as its check fails (the daemon's check: a rank it
+// spawned has exited), with the check's status instead of the timeout's.
+TEST(GlooCommunicatorOptions, RendezvousCheckEndsTheWait) {
+  if (!GlooAvailable()) GTEST_SKIP() << "moeserve built without Gloo";
+  absl::StatusOr<std::unique_ptr<TcpKvServer>> server = TcpKvServer::Start("127.0.0.1", 0);
+  ASSERT_TRUE(server.ok()) << server.status();
+  GlooOptions o;
+  o.rank = 0;
+  o.world_size = 2;
+  o.init_addr = absl::StrCat("127.0.0.1:", (*server)->port());
+  o.timeout = absl::Seconds(60);  // the parent of this test (ctest) would time out first
+  int polls = 0;
+  o.rendezvous_check = [&polls]() -> absl::Status {
+    if (++polls < 5) return absl::OkStatus();
+    return absl::UnavailableError("rank 1 (pid 1) exited with status 1");
+  };
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = CreateGlooCommunicator(o);
+  EXPECT_EQ(comm.status().code(), absl::StatusCode::kUnavailable) << comm.status();
+  EXPECT_NE(comm.status().message().find("rank 1 (pid 1) exited"), std::string::npos)
+      << comm.status();
+  EXPECT_EQ(polls, 5);
 }
 
 // A rank whose peer never starts: the rendezvous ends with DeadlineExceeded, not a hang.
