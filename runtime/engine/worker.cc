@@ -76,10 +76,12 @@ void Worker::Loop() {
     bool stopping;
     {
       absl::MutexLock lock(&mu_);
-      if (active_.empty()) {
+      if (active_.empty() && !(lockstep && group_busy_)) {
         // Idle: sleep until a request arrives or the engine shuts down. A lockstep rank also wakes
         // when another rank got a request (Kick) and at least every 20 ms, because its peers may
-        // be waiting for it in the step agreement.
+        // be waiting for it in the step agreement. While the group is busy (the last agreement
+        // had work) an idle rank does not sleep at all: its peers run a step right after each
+        // agreement and need it back at the next one.
         struct Wake {
           const std::vector<AdmittedRequest>* inbox;
           const bool* stop;
@@ -101,6 +103,7 @@ void Worker::Loop() {
     bool any_work = !active_.empty();
     if (lockstep) {
       absl::Status agreed = AgreeOnStep(&any_work, &stopping);
+      group_busy_ = agreed.ok() && any_work;
       if (agreed.ok() && gather_every_ > 0 && ++loop_turns_ % gather_every_ == 0) {
         absl::StatusOr<std::vector<parallel::EpRankStats>> all =
             parallel::GatherEpRankStats(*rank_model_.comm, rank_model_.model->ep_stats());

@@ -126,6 +126,10 @@ class Worker {
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   int gather_every_ = 0;    // 0: never (set before Start)
   int64_t loop_turns_ = 0;  // worker thread only
+  // Lockstep: whether some rank had work in the last step agreement (worker thread only). While
+  // it is true an idle rank goes straight to the next agreement instead of sleeping, so a busy
+  // peer never waits for its idle timeout on every step.
+  bool group_busy_ = false;
   std::vector<parallel::EpRankStats> group_stats_ ABSL_GUARDED_BY(mu_);
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
