@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "server/metrics/metrics.h"
+#include "tests/server/ep_stats_fixture.h"
 
 namespace moeserve::server {
 namespace {
@@ -17,25 +18,8 @@ namespace {
 constexpr int64_t kLayers = 3, kExperts = 5, kSteps = 6, kWindow = 4;
 constexpr int kRanks = 2;
 
-// Rank `rank` routes 3 + rank rows a layer to expert (l + rank + step) mod E and computes
-// 2 + step rows on expert `rank`; it sends 1 + rank rows to every rank.
 parallel::EpRankStats RankStats(int rank) {
-  parallel::EpStatsRecorder rec(rank, kRanks, kLayers, kExperts, kWindow);
-  for (int64_t step = 0; step < kSteps; ++step) {
-    rec.BeginStep();
-    for (int64_t l = 0; l < kLayers; ++l) {
-      parallel::EpLayerTrace t;
-      t.routed_per_expert.assign(kExperts, 0);
-      t.computed_per_expert.assign(kExperts, 0);
-      t.routed_per_expert[(l + rank + step) % kExperts] = 3 + rank;
-      t.computed_per_expert[rank] = 2 + step;
-      t.rows_sent_to.assign(kRanks, 1 + rank);
-      t.rows_received_from.assign(kRanks, 1);
-      t.row_bytes = 4;
-      rec.RecordLayer(l, t);
-    }
-  }
-  return rec.Snapshot();
+  return test::RankStats(rank, kRanks, kLayers, kExperts, kWindow, kSteps);
 }
 
 runtime::EngineStats Stats() {

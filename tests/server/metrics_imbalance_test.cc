@@ -9,27 +9,13 @@
 
 #include "gtest/gtest.h"
 #include "server/metrics/metrics.h"
+#include "tests/server/ep_stats_fixture.h"
 
 namespace moeserve::server {
 namespace {
 
 parallel::EpRankStats RankStats(int rank, int world, int64_t layers, int64_t experts) {
-  parallel::EpStatsRecorder rec(rank, world, layers, experts, 4);
-  for (int step = 0; step < 3; ++step) {
-    rec.BeginStep();
-    for (int64_t l = 0; l < layers; ++l) {
-      parallel::EpLayerTrace t;
-      t.routed_per_expert.assign(experts, 0);
-      t.computed_per_expert.assign(experts, 0);
-      t.routed_per_expert[(l + rank + step) % experts] = 3 + rank;
-      t.computed_per_expert[rank] = 2 + step;
-      t.rows_sent_to.assign(world, 1 + rank);
-      t.rows_received_from.assign(world, 1);
-      t.row_bytes = 4;
-      rec.RecordLayer(l, t);
-    }
-  }
-  return rec.Snapshot();
+  return test::RankStats(rank, world, layers, experts, /*window=*/4, /*steps=*/3);
 }
 
 TEST(MetricsImbalanceTest, SeriesAreTheDocumentedOnesWithBoundedLabels) {
