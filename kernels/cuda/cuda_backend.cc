@@ -271,6 +271,7 @@ class CudaBackend final : public Backend {
   void Matmul(const MatmulParams& p) override {
     UseDevice(device_);
     if (p.m_rows == 0) return;
+    if (p.w_layout != WeightLayout::kRows) return Fail(CpuPanelsError("matmul"));
     if (!force_simple_matmul_) {
       absl::Status error;
       if (cublaslt_->Run(p, stream_, &error)) {
@@ -302,6 +303,7 @@ class CudaBackend final : public Backend {
   }
   void GroupedMatmul(const GroupedMatmulParams& p) override {
     UseDevice(device_);
+    if (p.w_layout != WeightLayout::kRows) return Fail(CpuPanelsError("grouped_matmul"));
     Check(cuda::GroupedMatmul(p, stream_), "grouped_matmul");
   }
   void SwiGlu(const SwiGluParams& p) override {
@@ -343,6 +345,14 @@ class CudaBackend final : public Backend {
 
   void Check(cudaError_t err, const char* op) {
     if (err != cudaSuccess) Fail(cuda::ToStatus(err, op));
+  }
+  // Weights packed for the CPU matmul (kernels/cpu/matmul_pack.h) never reach a device backend:
+  // the model loader packs only for the CPU. A caller that passes them anyway gets this error.
+  static absl::Status CpuPanelsError(const char* op) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op,
+                     ": weights packed for the CPU backend (WeightLayout::kCpuPanels) given "
+                     "to the CUDA backend; it takes torch.nn.Linear rows"));
   }
   void Fail(absl::Status status) {
     if (first_error_.ok()) first_error_ = std::move(status);
