@@ -261,6 +261,9 @@ absl::Status MixtralModel::MoeBlock(int64_t l, const void* h, int64_t num_tokens
   if (routing_capture_.active() && num_tokens > 0) {
     routing = {routing_capture_.ids(l), routing_capture_.weights(l)};
   }
+  // A new replica start every call (ExpertParallelContext::replica_offset): batch-1 decode
+  // spreads over a hot expert's replicas too.
+  ++ep_.replica_offset;
   MOESERVE_RETURN_IF_ERROR(parallel::RunExpertParallelMoeLayer(
       *backend_, shape, w, l, ep_, h, num_tokens, out, bias, &trace, token_bias, routing));
   for (int64_t e = 0; e < c.num_local_experts; ++e) {
