@@ -218,7 +218,9 @@ TEST(EplbEngineTest, AutomaticTriggerRebalancesASkewedGroup) {
   EngineOptions options;
   options.eplb_interval_steps = 4;
   options.eplb_threshold = 1.2;
-  Group g = MakeGroup(2, "0:4", options);
+  // Experts 0 and 1 (rank 0) at +8: rank max/mean ~1.7, far above the threshold, so that the
+  // check the trigger made and the one Rebalance makes a moment later both exceed it.
+  Group g = MakeGroup(2, "0,1:8", options);
   CollectAll(SubmitAll(*g.engine, Prompts(6, 3), 16));
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   while (g.engine->eplb_counters().rebalances == 0 && absl::Now() < deadline) {
