@@ -5,7 +5,8 @@
 namespace moeserve::parallel {
 
 EpSendPlan BuildEpSendPlan(absl::Span<const int32_t> expert_ids, int64_t num_tokens, int64_t top_k,
-                           const ExpertPlacement& placement, int64_t layer, int rank) {
+                           const ExpertPlacement& placement, int64_t layer, int rank,
+                           int64_t ordinal_base) {
   EpSendPlan plan;
   const int world = placement.world_size();
   const int64_t experts = placement.num_experts();
@@ -16,7 +17,7 @@ EpSendPlan BuildEpSendPlan(absl::Span<const int32_t> expert_ids, int64_t num_tok
   // Destination of every row, in token order (the order ReplicaFor's ordinals count in).
   const int64_t rows = num_tokens * top_k;
   std::vector<int32_t> dest(static_cast<size_t>(rows));
-  std::vector<int64_t> ordinal(static_cast<size_t>(experts), 0);
+  std::vector<int64_t> ordinal(static_cast<size_t>(experts), ordinal_base);
   for (int64_t i = 0; i < rows; ++i) {
     const int32_t e = expert_ids[i];
     dest[i] = placement.ReplicaFor(layer, e, rank, ordinal[e]++);

@@ -37,9 +37,12 @@ struct EpSendPlan {
 };
 
 // expert_ids: [num_tokens, top_k] from the router. The replica of a replicated expert is chosen
-// by ExpertPlacement::ReplicaFor, counting this rank's rows per expert in token order.
+// by ExpertPlacement::ReplicaFor, counting this rank's rows per expert in token order from
+// ordinal_base (ExpertParallelContext::replica_offset: a caller that advances it every call
+// makes a source sending one row per expert per call, batch-1 decode, alternate replicas too).
 EpSendPlan BuildEpSendPlan(absl::Span<const int32_t> expert_ids, int64_t num_tokens, int64_t top_k,
-                           const ExpertPlacement& placement, int64_t layer, int rank);
+                           const ExpertPlacement& placement, int64_t layer, int rank,
+                           int64_t ordinal_base = 0);
 
 struct EpRecvPlan {
   int world_size = 1;

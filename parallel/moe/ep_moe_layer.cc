@@ -110,7 +110,8 @@ absl::Status Run(kernels::Backend& backend, const MoeLayerShape& shape,
     MOESERVE_RETURN_IF_ERROR(local(backend.CopyToHost(
         routing.weights, weights_dev, sizeof(float) * static_cast<size_t>(num_tokens * top_k))));
   }
-  host.send = BuildEpSendPlan(host.expert_ids, num_tokens, top_k, placement, layer, rank);
+  host.send = BuildEpSendPlan(host.expert_ids, num_tokens, top_k, placement, layer, rank,
+                              ep.replica_offset);
   const EpSendPlan& send = host.send;
 
   // 1. Counts: how many rows of each expert every rank sends to every other.

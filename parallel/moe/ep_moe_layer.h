@@ -43,6 +43,10 @@ namespace moeserve::parallel {
 struct ExpertParallelContext {
   Communicator* comm = nullptr;                // this rank's communicator
   const ExpertPlacement* placement = nullptr;  // shared by all ranks, same on every rank
+  // Added to the replica ordinals of this rank's rows (BuildEpSendPlan). Any value gives the
+  // same bits (which replica computes a row changes nothing); the model advances it every step
+  // so that replicas share the load even when each call sends one row per expert.
+  int64_t replica_offset = 0;
 };
 
 // x, out: backend memory [num_tokens, hidden], out must not alias x. weights.experts has

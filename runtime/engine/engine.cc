@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
+#include "runtime/engine/eplb.h"
 #include "runtime/engine/worker.h"
 #include "spdlog/spdlog.h"
 
@@ -23,6 +24,18 @@ absl::Status EngineOptions::Validate() const {
   if (kv_blocks < 0) return absl::InvalidArgumentError("--kv-blocks must be >= 0");
   if (kv_blocks == 0) MOESERVE_RETURN_IF_ERROR(positive("--kv-cache-bytes", kv_cache_bytes));
   if (max_model_len < 0) return absl::InvalidArgumentError("--max-model-len must be >= 0");
+  if (eplb_extra_experts_per_rank < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--eplb-extra-experts must be >= 0, got ", eplb_extra_experts_per_rank));
+  }
+  if (eplb_interval_steps < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--eplb-interval-steps must be >= 0, got ", eplb_interval_steps));
+  }
+  if (!(eplb_threshold >= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--eplb-threshold must be >= 1 (a max/mean ratio), got ", eplb_threshold));
+  }
   return absl::OkStatus();
 }
 
@@ -42,6 +55,7 @@ class Engine::Impl {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::shared_ptr<const parallel::ExpertPlacement> placement_;
   std::unique_ptr<LoadRecorder> recorder_;
+  std::unique_ptr<Rebalancer> rebalancer_;  // destroyed before the workers (~Engine)
 
   // Blocks one sequence of `total_tokens` holds at most (with a sliding window, only the window
   // plus one step's chunk stays resident).
@@ -58,7 +72,8 @@ class Engine::Impl {
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() {
   impl_->admitting_ = false;
-  impl_->workers_.clear();  // each worker cancels what it still runs and joins its thread
+  impl_->rebalancer_.reset();  // its automatic trigger must not post to dying workers
+  impl_->workers_.clear();     // each worker cancels what it still runs and joins its thread
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
@@ -81,7 +96,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   SchedulerConfig sched{.max_num_seqs = options.max_num_seqs,
                         .max_num_batched_tokens = options.max_num_batched_tokens,
                         .sliding_window = config.sliding_window.value_or(0)};
+  std::vector<ExpertSource> sources;
   for (size_t r = 0; r < ranks.size(); ++r) {
+    sources.push_back(ranks[r].expert_source);
     MixtralModel& model = *ranks[r].model;
     int64_t blocks = options.kv_blocks;
     if (blocks == 0 && options.gpu_memory_utilization > 0 &&
@@ -121,7 +138,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     w->SetRecorder(impl->recorder_.get());
     w->Start();
   }
-  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+  auto engine = std::unique_ptr<Engine>(new Engine(std::move(impl)));
+  std::vector<Worker*> workers;
+  for (auto& w : engine->impl_->workers_) workers.push_back(w.get());
+  Engine* e = engine.get();
+  engine->impl_->rebalancer_ = std::make_unique<Rebalancer>(
+      std::move(workers), std::move(sources), engine->impl_->placement_, engine->world_size(),
+      options, [e] { return e->Stats(); },
+      [e] { return e->impl_->counters_.steps.load(std::memory_order_relaxed); });
+  return engine;
 }
 
 absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest request) {
@@ -248,10 +273,19 @@ EngineStats Engine::Stats() const {
     if (!group.empty()) ep_ranks = std::move(group);
   }
   s.ep = parallel::AggregateEpStats(ep_ranks);
+  if (impl_->rebalancer_) s.eplb = impl_->rebalancer_->counters();
   return s;
 }
 
-const parallel::ExpertPlacement* Engine::placement() const { return impl_->placement_.get(); }
+const parallel::ExpertPlacement* Engine::placement() const {
+  return impl_->rebalancer_ ? impl_->rebalancer_->current() : impl_->placement_.get();
+}
+
+absl::StatusOr<RebalanceResult> Engine::Rebalance(int64_t extra_experts_per_rank) {
+  return impl_->rebalancer_->Rebalance(extra_experts_per_rank);
+}
+
+EplbCounters Engine::eplb_counters() const { return impl_->rebalancer_->counters(); }
 
 const ModelConfig& Engine::model_config() const { return impl_->config_; }
 const EngineOptions& Engine::options() const { return impl_->options_; }

@@ -22,6 +22,7 @@
 #include "parallel/placement/expert_placement.h"
 #include "runtime/engine/load_recorder.h"
 #include "runtime/engine/request.h"
+#include "runtime/model/expert_source.h"
 #include "runtime/model/mixtral_model.h"
 #include "runtime/tokenizer/tokenizer.h"
 
@@ -46,8 +47,22 @@ struct EngineOptions {
   int64_t max_routing_entries = 65536;
   // Steps the load recorder keeps (a ring; load_recorder.h).
   int64_t recorder_max_steps = kDefaultRecorderMaxSteps;
+  // EPLB (eplb.h): replica budget of Rebalance (extra experts per rank per layer), and the
+  // automatic trigger: every eplb_interval_steps steps (0: off) rebalance when the measured
+  // rank max/mean over the statistics window exceeds eplb_threshold.
+  int64_t eplb_extra_experts_per_rank = 1;
+  int64_t eplb_interval_steps = 0;
+  double eplb_threshold = 1.3;
 
   absl::Status Validate() const;
+};
+
+// EPLB (eplb.h) since start.
+struct EplbCounters {
+  int64_t rebalances = 0;  // switches made (changed placements)
+  double last_pause_ms = 0;
+  double last_imbalance_before = 1.0;  // measured rank max/mean before the last switch
+  double last_imbalance_after = 1.0;   // projected after it
 };
 
 struct EngineStats {
@@ -68,6 +83,7 @@ struct EngineStats {
   // Expert-parallel view: per-rank traffic and all-to-all time, expert and rank imbalance
   // (max/mean), last step and cumulative. World size 1: one rank, no traffic.
   parallel::EpStats ep;
+  EplbCounters eplb;
 };
 
 // One rank's model and everything it needs; the engine takes ownership of the worker's inputs.
@@ -80,7 +96,12 @@ struct RankModel {
   // them has work, and a rank with none still runs the step with an empty batch so that it joins
   // every layer's all-to-all. Null: the rank steps on its own.
   parallel::Communicator* comm = nullptr;
+  // Where this rank reads experts it did not load (EPLB replicas); null: it cannot.
+  ExpertSource expert_source;
 };
+
+struct RebalanceResult;
+class Rebalancer;
 
 class Engine {
  public:
@@ -121,8 +142,16 @@ class Engine {
   int world_size() const;
   // The bounded expert-load recorder (load_recorder.h); thread-safe.
   LoadRecorder& recorder();
-  // Null at world size 1 (every expert on rank 0).
+  // Null at world size 1 (every expert on rank 0). After a Rebalance, the new placement; a
+  // pointer returned earlier stays valid for the engine's life.
   const parallel::ExpertPlacement* placement() const;
+
+  // EPLB (eplb.h): plans replicas of hot experts from the window's measured load, prepares their
+  // weights while serving and switches every rank between two steps. Outputs do not change.
+  // extra_experts_per_rank < 0: options().eplb_extra_experts_per_rank. FailedPrecondition at
+  // world size 1, with ranks as processes, or with no load measured; Unimplemented on CUDA.
+  absl::StatusOr<RebalanceResult> Rebalance(int64_t extra_experts_per_rank = -1);
+  EplbCounters eplb_counters() const;
 
  private:
   class Impl;

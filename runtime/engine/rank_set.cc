@@ -145,6 +145,8 @@ absl::StatusOr<RankSet> LoadRankSet(const RankSetOptions& options) {
         {.comm = group->comm(rank), .placement = set.placement.get()}));
     r.model = resources->loaded->model.get();
     r.comm = group->comm(rank);
+    // EPLB replicas: CPU ranks re-read their model's source (expert_source.h).
+    MOESERVE_ASSIGN_OR_RETURN(r.expert_source, MakeExpertSource(*resources->loaded, *r.backend));
     r.keep_alive = resources;
     set.ranks.push_back(std::move(r));
   }

@@ -64,6 +64,29 @@ std::vector<parallel::EpRankStats> Worker::group_ep_stats() const {
   return all;
 }
 
+void Worker::PostSwap(std::shared_ptr<PlacementSwap> swap) {
+  absl::MutexLock lock(&mu_);
+  pending_swap_ = std::move(swap);
+  kicked_ = true;
+}
+
+void Worker::ApplySwap(PlacementSwap& swap) {
+  const absl::Time start = absl::Now();
+  const size_t index = static_cast<size_t>(rank_);
+  absl::Status st = rank_model_.model->SwapExpertPlacement(swap.placement, swap.added[index]);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (!st.ok()) {
+    // The other ranks switched: rows would reach a rank without the expert. Break the group
+    // rather than compute wrong results.
+    spdlog::error("rank {}: placement switch failed: {}", rank_, std::string(st.message()));
+    rank_model_.comm->Abort(st);
+  }
+  absl::MutexLock lock(&swap.mu);
+  swap.status[index] = st;
+  swap.pause_seconds[index] = seconds;
+  ++swap.applied;
+}
+
 void Worker::Kick() {
   absl::MutexLock lock(&mu_);
   kicked_ = true;
@@ -74,6 +97,7 @@ void Worker::Loop() {
   while (true) {
     std::vector<AdmittedRequest> incoming;
     bool stopping;
+    std::shared_ptr<PlacementSwap> swap;
     {
       absl::MutexLock lock(&mu_);
       if (active_.empty() && !(lockstep && group_busy_)) {
@@ -97,13 +121,21 @@ void Worker::Loop() {
       }
       incoming.swap(inbox_);
       stopping = stop_;
+      swap = pending_swap_;
       kicked_ = false;
     }
     Admit(std::move(incoming));
     bool any_work = !active_.empty();
     if (lockstep) {
-      absl::Status agreed = AgreeOnStep(&any_work, &stopping);
+      int64_t swap_generation = swap != nullptr ? swap->generation : 0;
+      absl::Status agreed = AgreeOnStep(&any_work, &stopping, &swap_generation);
       group_busy_ = agreed.ok() && any_work;
+      if (agreed.ok() && swap != nullptr && swap_generation == swap->generation && !stopping) {
+        // Every rank has it: all switch here, between the same two steps.
+        ApplySwap(*swap);
+        absl::MutexLock lock(&mu_);
+        if (pending_swap_ == swap) pending_swap_ = nullptr;
+      }
       if (agreed.ok() && gather_every_ > 0 && ++loop_turns_ % gather_every_ == 0) {
         absl::StatusOr<std::vector<parallel::EpRankStats>> all =
             parallel::GatherEpRankStats(*rank_model_.comm, rank_model_.model->ep_stats());
@@ -136,12 +168,15 @@ void Worker::Loop() {
   ended_ = true;
 }
 
-absl::Status Worker::AgreeOnStep(bool* any_work, bool* any_stop) {
-  const int64_t mine[2] = {*any_work ? 1 : 0, *any_stop ? 1 : 0};
-  int64_t all[2] = {0, 0};
-  absl::Status st = rank_model_.comm->AllReduce(mine, all, 2, parallel::ReduceOp::kMax);
+absl::Status Worker::AgreeOnStep(bool* any_work, bool* any_stop, int64_t* swap_generation) {
+  // The swap generation goes in negated: max(-g) = -min(g), so a swap is agreed only once every
+  // rank has it (a rank without one sends 0).
+  const int64_t mine[3] = {*any_work ? 1 : 0, *any_stop ? 1 : 0, -*swap_generation};
+  int64_t all[3] = {0, 0, 0};
+  absl::Status st = rank_model_.comm->AllReduce(mine, all, 3, parallel::ReduceOp::kMax);
   *any_work = all[0] != 0;
   *any_stop = all[1] != 0;
+  *swap_generation = -all[2];
   return st;
 }
 

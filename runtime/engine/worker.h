@@ -34,6 +34,21 @@ struct EngineCounters {
   std::atomic<int64_t> in_flight{0};    // admitted, not yet finished
 };
 
+// A placement switch (EPLB) posted to every worker of a lockstep group: each applies it between
+// two steps, at the first step agreement where every rank has it (the same step everywhere).
+struct PlacementSwap {
+  int64_t generation = 0;  // > 0, increasing from one swap to the next
+  const parallel::ExpertPlacement* placement = nullptr;
+  // [rank in this engine]: the experts that rank gains, packed (MixtralModel::SwapExpertPlacement).
+  std::vector<std::vector<std::pair<std::pair<int64_t, int64_t>, parallel::ExpertWeights>>> added;
+
+  absl::Mutex mu;
+  int applied ABSL_GUARDED_BY(mu) = 0;                   // ranks done (ok or not)
+  std::vector<absl::Status> status ABSL_GUARDED_BY(mu);  // [rank]
+  // [rank]: seconds the rank's step loop was held by the switch.
+  std::vector<double> pause_seconds ABSL_GUARDED_BY(mu);
+};
+
 // A request admitted to a worker.
 struct AdmittedRequest {
   GenerationRequest request;
@@ -54,6 +69,8 @@ class Worker {
   // Thread-safe: wakes an idle lockstep worker so that it joins the next step promptly (a request
   // was admitted to another rank).
   void Kick();
+  // Thread-safe: posts a placement switch (lockstep workers only); the worker reports into it.
+  void PostSwap(std::shared_ptr<PlacementSwap> swap);
   // Thread-safe: requests admitted here and not finished (the least-loaded rank gets the next).
   int64_t load() const { return load_.load(std::memory_order_relaxed); }
 
@@ -93,8 +110,11 @@ class Worker {
   void Admit(std::vector<AdmittedRequest> incoming);
   void CancelAbandoned(bool cancel_all);
   void RunStep();
-  // Lockstep only: agrees with the other ranks on (any rank has work, any rank stops).
-  absl::Status AgreeOnStep(bool* any_work, bool* any_stop);
+  // Lockstep only: agrees with the other ranks on (any rank has work, any rank stops, the
+  // placement swap every rank has: *swap_generation in, the agreed one out, 0 for none).
+  absl::Status AgreeOnStep(bool* any_work, bool* any_stop, int64_t* swap_generation);
+  // Applies `swap` (agreed by every rank) to the model and reports into it.
+  void ApplySwap(PlacementSwap& swap);
   // Fails every active request with `status` (the group is broken).
   void FailAll(const absl::Status& status);
   // Removes a finished request; `update` is its last update.
@@ -122,6 +142,7 @@ class Worker {
   std::vector<AdmittedRequest> inbox_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<PlacementSwap> pending_swap_ ABSL_GUARDED_BY(mu_);
   Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   int gather_every_ = 0;    // 0: never (set before Start)

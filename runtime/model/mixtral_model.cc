@@ -125,6 +125,54 @@ absl::Status MixtralModel::EnableExpertParallel(const parallel::ExpertParallelCo
   return absl::OkStatus();
 }
 
+absl::Status MixtralModel::SwapExpertPlacement(
+    const parallel::ExpertPlacement* placement,
+    const std::vector<std::pair<std::pair<int64_t, int64_t>, parallel::ExpertWeights>>& added) {
+  if (!expert_parallel()) {
+    return absl::FailedPreconditionError("SwapExpertPlacement needs expert parallelism");
+  }
+  const parallel::ExpertPlacement& p = *placement;
+  const int rank = ep_.comm->rank();
+  if (p.world_size() != ep_.comm->world_size() || p.num_layers() != config_.num_hidden_layers ||
+      p.num_experts() != config_.num_local_experts) {
+    return absl::InvalidArgumentError("SwapExpertPlacement: the placement does not fit the model");
+  }
+  // The new expert views: kept where still held, added, or cleared. Built aside, so that an
+  // error leaves the model unchanged.
+  std::vector<LayerWeights> layers = weights_.layers;
+  for (const auto& [le, w] : added) {
+    const auto [layer, expert] = le;
+    if (layer < 0 || layer >= p.num_layers() || expert < 0 || expert >= p.num_experts() ||
+        !w.held()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SwapExpertPlacement: bad weights for layer ", layer, " expert ", expert));
+    }
+    layers[layer].moe.experts[expert] = w;
+  }
+  for (int64_t l = 0; l < p.num_layers(); ++l) {
+    for (int64_t e = 0; e < p.num_experts(); ++e) {
+      parallel::ExpertWeights& w = layers[l].moe.experts[e];
+      if (!p.Holds(rank, l, e)) {
+        w = {};
+      } else if (!w.held()) {
+        return absl::FailedPreconditionError(absl::StrCat("SwapExpertPlacement: rank ", rank,
+                                                          " would hold layer ", l, " expert ", e,
+                                                          " without its weights"));
+      }
+    }
+  }
+  kernels::DeviceBuffer tables;
+  if (device_ready_) {
+    std::vector<parallel::MoeLayerWeights*> moe;
+    for (LayerWeights& lw : layers) moe.push_back(&lw.moe);
+    MOESERVE_ASSIGN_OR_RETURN(tables, parallel::BuildExpertTables(*backend_, moe));
+  }
+  weights_.layers = std::move(layers);
+  if (device_ready_) expert_tables_ = std::move(tables);
+  ep_.placement = placement;
+  return absl::OkStatus();
+}
+
 absl::Status MixtralModel::SetRouterSkew(const parallel::RouterSkew& skew) {
   MOESERVE_ASSIGN_OR_RETURN(std::vector<float> bias,
                             parallel::MakeRouterBias(config_.num_local_experts, skew));
@@ -213,6 +261,9 @@ absl::Status MixtralModel::MoeBlock(int64_t l, const void* h, int64_t num_tokens
   if (routing_capture_.active() && num_tokens > 0) {
     routing = {routing_capture_.ids(l), routing_capture_.weights(l)};
   }
+  // A new replica start every call (ExpertParallelContext::replica_offset): batch-1 decode
+  // spreads over a hot expert's replicas too.
+  ++ep_.replica_offset;
   MOESERVE_RETURN_IF_ERROR(parallel::RunExpertParallelMoeLayer(
       *backend_, shape, w, l, ep_, h, num_tokens, out, bias, &trace, token_bias, routing));
   for (int64_t e = 0; e < c.num_local_experts; ++e) {

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -121,6 +122,20 @@ class MixtralModel {
   // Forward; resets the statistics.
   absl::Status EnableExpertParallel(const parallel::ExpertParallelContext& ep);
   bool expert_parallel() const { return ep_.comm != nullptr; }
+  // EPLB (issue 12): switches this rank to `placement` (same shape and world size; it must
+  // outlive its use) between two steps. `added`: the weights of every expert the new placement
+  // gives this rank that it does not hold now (packed like the loaded ones; they must outlive
+  // their use). Experts this rank held and the new placement does not give it are dropped from
+  // the tables (their views cleared; the caller frees what backs them afterwards). Rebuilds the
+  // expert pointer tables. Call from the thread that drives the model, between steps, on every
+  // rank at the same step. On error nothing changed.
+  absl::Status SwapExpertPlacement(
+      const parallel::ExpertPlacement* placement,
+      const std::vector<std::pair<std::pair<int64_t, int64_t>, parallel::ExpertWeights>>& added);
+  // Whether this rank holds the weights of (layer, expert).
+  bool HoldsExpertWeights(int64_t layer, int64_t expert) const {
+    return weights_.layers[layer].moe.experts[expert].held();
+  }
 
   // Optional router logit bias [num_experts], applied in every layer (load-test skew). A bias of
   // another size makes Forward fail with InvalidArgument. Empty: no bias. Uploaded to the device

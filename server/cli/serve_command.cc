@@ -105,7 +105,13 @@ std::string DescribeConfig(const ServeFlags& f, const std::string& served_name, 
     << "router_skew = " << (f.router_skew.empty() ? "(off)" : f.router_skew) << "\n"
     << "stats_window_steps = " << f.stats_window_steps << "\n"
     << "max_routing_entries = " << f.engine.max_routing_entries << "\n"
-    << "recorder_max_steps = " << f.engine.recorder_max_steps << "\n";
+    << "recorder_max_steps = " << f.engine.recorder_max_steps << "\n"
+    << "eplb_extra_experts = " << f.engine.eplb_extra_experts_per_rank << "\n"
+    << "eplb_interval_steps = "
+    << (f.engine.eplb_interval_steps > 0 ? std::to_string(f.engine.eplb_interval_steps)
+                                         : std::string("0 (off)"))
+    << "\n"
+    << "eplb_threshold = " << f.engine.eplb_threshold << "\n";
   return s.str();
 }
 
@@ -222,6 +228,12 @@ int RunServe(ServeFlags f) {
   if (!processes && (f.nnodes > 1 || !f.dist_init_addr.empty())) {
     std::cerr << "error: --nnodes / --dist-init-addr need --ep-launch processes (and --ep-size "
                  "> 1): with threads every rank lives in this one process\n";
+    return 2;
+  }
+  if (processes && f.engine.eplb_interval_steps > 0) {
+    // A placement switch needs every rank's model in this process (runtime/engine/eplb.h).
+    std::cerr << "error: --eplb-interval-steps needs --ep-launch threads: ranks as processes "
+                 "cannot switch placements yet\n";
     return 2;
   }
   std::unique_ptr<EpProcessGroup> group;
@@ -512,6 +524,24 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "Steps the load recorder keeps (/v1/lab/recorder/*; a ring, the oldest dropped)")
       ->envname("MOESERVE_RECORDER_MAX_STEPS")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  cmd->add_option("--eplb-extra-experts", f.engine.eplb_extra_experts_per_rank,
+                  "Expert rebalancing (EPLB): replicas of hot experts each rank may hold on top "
+                  "of its own, per layer (the memory budget, in experts; docs/imbalance-lab.md)")
+      ->envname("MOESERVE_EPLB_EXTRA_EXPERTS")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))
+      ->capture_default_str();
+  cmd->add_option("--eplb-interval-steps", f.engine.eplb_interval_steps,
+                  "Automatic rebalancing: every N engine steps, rebalance when the measured rank "
+                  "max/mean over the statistics window exceeds --eplb-threshold (0: off; "
+                  "POST /v1/lab/rebalance works either way). Threads ranks on the CPU only")
+      ->envname("MOESERVE_EPLB_INTERVAL_STEPS")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->capture_default_str();
+  cmd->add_option("--eplb-threshold", f.engine.eplb_threshold,
+                  "Automatic rebalancing: the rank max/mean (>= 1) above which it rebalances")
+      ->envname("MOESERVE_EPLB_THRESHOLD")
+      ->check(CLI::Range(1.0, 1e9))
       ->capture_default_str();
   cmd->callback([flags, exit_code]() { *exit_code = RunServe(*flags); });
 }

@@ -28,6 +28,7 @@
 #include "server/http/routes.h"
 #include "server/lab/lab_page.h"
 #include "server/lab/lab_stats.h"
+#include "server/lab/rebalance_json.h"
 #include "spdlog/spdlog.h"
 
 namespace moeserve::server {
@@ -420,6 +421,29 @@ void Session::Dispatch() {
         ctx_->metrics->CountRequest("http", endpoint_, "200");
         return Respond(200, kJson,
                        LabStatsJson(ctx_->engine->Stats(), ctx_->engine->placement()).dump());
+      case RouteId::kRebalance: {
+        // Runs on this connection's strand: the call holds it while the replicas are prepared
+        // (milliseconds for the embedded model, longer for a large checkpoint) and until every
+        // rank has switched at a step boundary; the ranks keep serving meanwhile.
+        absl::StatusOr<int64_t> budget = ParseRebalanceBody(parser_->get().body());
+        absl::StatusOr<runtime::RebalanceResult> result =
+            budget.ok() ? ctx_->engine->Rebalance(*budget) : budget.status();
+        if (!result.ok()) {
+          // Not possible in this configuration (world size 1, processes, CUDA, no load yet):
+          // 409 Conflict, not a server error.
+          const absl::StatusCode code = result.status().code();
+          if (code == absl::StatusCode::kFailedPrecondition ||
+              code == absl::StatusCode::kUnimplemented) {
+            ctx_->metrics->CountRequest("http", endpoint_, "409");
+            return Respond(409, kJson, api::ErrorBody(409, std::string(result.status().message())));
+          }
+          ctx_->metrics->CountRequest("http", endpoint_,
+                                      absl::StrCat(api::HttpStatusOf(result.status())));
+          return RespondError(result.status());
+        }
+        ctx_->metrics->CountRequest("http", endpoint_, "200");
+        return Respond(200, kJson, RebalanceJson(*result).dump());
+      }
     }
   } catch (const std::exception& e) {
     // Never expected (parsers return Status); a bug must not take the connection's strand down.

@@ -17,6 +17,7 @@ constexpr Route kRoutes[] = {
     {"/v1/lab/recorder/dump", "GET", RouteId::kRecorderDump},
     {"/lab", "GET", RouteId::kLabPage},
     {"/v1/lab/stats", "GET", RouteId::kLabStats},
+    {"/v1/lab/rebalance", "POST", RouteId::kRebalance},
 };
 
 }  // namespace

@@ -20,6 +20,7 @@ enum class RouteId {
   kRecorderDump,
   kLabPage,
   kLabStats,
+  kRebalance,  // EPLB: plan and switch to a placement with replicas (server/lab/rebalance_json.h)
 };
 
 struct Route {

@@ -249,6 +249,19 @@ std::string ServerMetrics::Render(const runtime::EngineStats& s) const {
     }
   }
   RenderImbalanceLab(ep, &out);
+  // EPLB (runtime/engine/eplb.h).
+  Scalar("moeserve_eplb_rebalances_total", "counter",
+         "Placement switches made by expert rebalancing (admin call or automatic).",
+         static_cast<double>(s.eplb.rebalances), &out);
+  Scalar("moeserve_eplb_last_pause_seconds", "gauge",
+         "Longest time a rank's step loop was held by the last placement switch.",
+         s.eplb.last_pause_ms / 1e3, &out);
+  Scalar("moeserve_eplb_last_imbalance_before_ratio", "gauge",
+         "Measured max / mean rank rows over the statistics window before the last switch.",
+         s.eplb.last_imbalance_before, &out);
+  Scalar("moeserve_eplb_last_imbalance_after_ratio", "gauge",
+         "Projected max / mean rank rows after the last switch.", s.eplb.last_imbalance_after,
+         &out);
   return out;
 }
 
