@@ -24,11 +24,8 @@
 #include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 #include "server/api/openai_json.h"
-#include "server/api/recorder_json.h"
+#include "server/http/info_routes.h"
 #include "server/http/routes.h"
-#include "server/lab/lab_page.h"
-#include "server/lab/lab_stats.h"
-#include "server/lab/rebalance_json.h"
 #include "spdlog/spdlog.h"
 
 namespace moeserve::server {
@@ -378,71 +375,16 @@ void Session::OnBody(beast::error_code ec) {
 
 void Session::Dispatch() {
   const Route* route = FindRoute(parser_->get().target());
-  const bool draining = ctx_->draining.load();
   try {
     switch (route->id) {
       case RouteId::kCompletions:
         return Generate(RequestKind::kCompletion);
       case RouteId::kChat:
         return Generate(RequestKind::kChat);
-      case RouteId::kModels: {
-        nlohmann::json model = {{"id", ctx_->limits.served_model_name},
-                                {"object", "model"},
-                                {"created", 0},
-                                {"owned_by", "moeserve"},
-                                {"root", ctx_->model_source},
-                                {"max_model_len", ctx_->limits.max_model_len}};
-        nlohmann::json body = {{"object", "list"}, {"data", nlohmann::json::array({model})}};
-        ctx_->metrics->CountRequest("http", endpoint_, "200");
-        return Respond(200, kJson, body.dump());
-      }
-      case RouteId::kHealth:
-        ctx_->metrics->CountRequest("http", endpoint_, draining ? "503" : "200");
-        return Respond(draining ? 503 : 200, "text/plain", draining ? "draining\n" : "ok\n");
-      case RouteId::kMetrics:
-        ctx_->metrics->CountRequest("http", endpoint_, "200");
-        return Respond(200, "text/plain; version=0.0.4; charset=utf-8",
-                       ctx_->metrics->Render(ctx_->engine->Stats()));
-      case RouteId::kRecorderStart:
-      case RouteId::kRecorderStop:
-      case RouteId::kRecorderDump: {
-        runtime::LoadRecorder& recorder = ctx_->engine->recorder();
-        if (route->id == RouteId::kRecorderStart) recorder.Start();
-        if (route->id == RouteId::kRecorderStop) recorder.Stop();
-        ctx_->metrics->CountRequest("http", endpoint_, "200");
-        return Respond(
-            200, kJson,
-            api::RecorderJson(recorder.Dump(), route->id == RouteId::kRecorderDump).dump());
-      }
-      case RouteId::kLabPage:
-        ctx_->metrics->CountRequest("http", endpoint_, "200");
-        return Respond(200, "text/html; charset=utf-8", LabPageHtml());
-      case RouteId::kLabStats:
-        ctx_->metrics->CountRequest("http", endpoint_, "200");
-        return Respond(200, kJson,
-                       LabStatsJson(ctx_->engine->Stats(), ctx_->engine->placement()).dump());
-      case RouteId::kRebalance: {
-        // Runs on this connection's strand: the call holds it while the replicas are prepared
-        // (milliseconds for the embedded model, longer for a large checkpoint) and until every
-        // rank has switched at a step boundary; the ranks keep serving meanwhile.
-        absl::StatusOr<int64_t> budget = ParseRebalanceBody(parser_->get().body());
-        absl::StatusOr<runtime::RebalanceResult> result =
-            budget.ok() ? ctx_->engine->Rebalance(*budget) : budget.status();
-        if (!result.ok()) {
-          // Not possible in this configuration (world size 1, processes, CUDA, no load yet):
-          // 409 Conflict, not a server error.
-          const absl::StatusCode code = result.status().code();
-          if (code == absl::StatusCode::kFailedPrecondition ||
-              code == absl::StatusCode::kUnimplemented) {
-            ctx_->metrics->CountRequest("http", endpoint_, "409");
-            return Respond(409, kJson, api::ErrorBody(409, std::string(result.status().message())));
-          }
-          ctx_->metrics->CountRequest("http", endpoint_,
-                                      absl::StrCat(api::HttpStatusOf(result.status())));
-          return RespondError(result.status());
-        }
-        ctx_->metrics->CountRequest("http", endpoint_, "200");
-        return Respond(200, kJson, RebalanceJson(*result).dump());
+      default: {
+        const RouteAnswer answer = AnswerInfoRoute(route->id, parser_->get().body(), *ctx_);
+        ctx_->metrics->CountRequest("http", endpoint_, absl::StrCat(answer.status));
+        return Respond(answer.status, answer.content_type, answer.body);
       }
     }
   } catch (const std::exception& e) {
