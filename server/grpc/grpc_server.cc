@@ -13,6 +13,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "proto/moeserve.grpc.pb.h"
+#include "runtime/engine/eplb.h"
 #include "runtime/sampling/stop_checker.h"
 #include "runtime/tokenizer/chat_template.h"
 #include "server/grpc/proto_convert.h"
@@ -96,7 +97,9 @@ using RawMoeserveService = v1::Moeserve::WithRawCallbackMethod_Generate<
         v1::Moeserve::WithRawCallbackMethod_ModelInfo<v1::Moeserve::WithRawCallbackMethod_GetStats<
             v1::Moeserve::WithRawCallbackMethod_StartRecorder<
                 v1::Moeserve::WithRawCallbackMethod_StopRecorder<
-                    v1::Moeserve::WithRawCallbackMethod_DumpRecorder<v1::Moeserve::Service>>>>>>>>;
+                    v1::Moeserve::WithRawCallbackMethod_DumpRecorder<
+                        v1::Moeserve::WithRawCallbackMethod_Rebalance<
+                            v1::Moeserve::Service>>>>>>>>>;
 
 class StreamPump;
 
@@ -405,6 +408,39 @@ class MoeserveService final : public RawMoeserveService {
     return Recorder(
         context, "DumpRecorder", request_bytes, response_bytes, [](runtime::LoadRecorder&) {},
         true);
+  }
+
+  // Live rebalancing: runs on the gRPC callback thread until every rank has switched (as the
+  // HTTP route holds its connection's strand).
+  grpc::ServerUnaryReactor* Rebalance(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request_bytes,
+                                      grpc::ByteBuffer* response_bytes) override {
+    return Unary<v1::RebalanceRequest, v1::RebalanceResponse>(
+        context, "Rebalance", request_bytes, response_bytes,
+        [this](const v1::RebalanceRequest& request, v1::RebalanceResponse* out) -> absl::Status {
+          int64_t budget = -1;
+          if (request.has_extra_experts_per_rank()) {
+            budget = request.extra_experts_per_rank();
+            if (budget < 0) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat("rebalance: extra_experts_per_rank must be >= 0, got ", budget));
+            }
+          }
+          absl::StatusOr<runtime::RebalanceResult> r = ctx_->engine->Rebalance(budget);
+          if (!r.ok()) return r.status();
+          out->set_old_placement(r->old_placement);
+          out->set_new_placement(r->new_placement);
+          out->set_changed(r->changed);
+          out->set_measured_imbalance_before(r->measured_imbalance_before);
+          out->set_projected_imbalance_before(r->projected_imbalance_before);
+          out->set_projected_imbalance_after(r->projected_imbalance_after);
+          out->set_replicas(r->replicas);
+          out->set_experts_prepared(r->experts_prepared);
+          out->set_prepare_ms(r->prepare_ms);
+          out->set_pause_ms(r->pause_ms);
+          out->set_total_ms(r->total_ms);
+          return absl::OkStatus();
+        });
   }
 
  private:

@@ -92,3 +92,43 @@ def test_rebalance_needs_expert_parallelism(daemon):
     r = post(daemon, "/v1/lab/rebalance", {})
     assert 400 <= r.status_code < 500, r.text
     assert "--ep-size > 1" in r.json()["error"]["message"]
+
+
+def test_rebalance_over_grpc(pb):
+    """The gRPC Rebalance call: the same switch as the HTTP route (outputs unchanged, replicas
+    placed), INVALID_ARGUMENT for a negative budget, FAILED_PRECONDITION at world size 1."""
+    import grpc
+
+    msgs, rpc = pb
+    d = Daemon("--ep-size", "2", "--router-skew", "0,1:8", "--max-model-len", "512")
+    try:
+        before = [complete(d, p) for p in PROMPTS]
+        with grpc.insecure_channel(d.grpc_target) as channel:
+            stub = rpc.MoeserveStub(channel)
+            try:
+                stub.Rebalance(msgs.RebalanceRequest(extra_experts_per_rank=-1), timeout=60)
+                raise AssertionError("a negative budget was accepted")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+                assert "extra_experts_per_rank" in e.details()
+            r = stub.Rebalance(msgs.RebalanceRequest(extra_experts_per_rank=2), timeout=60)
+        assert r.changed and r.replicas > 0
+        assert r.projected_imbalance_after < r.projected_imbalance_before
+        assert r.new_placement != r.old_placement
+        stats = httpx.get(d.base_url + "/v1/lab/stats", timeout=30).json()
+        assert any(len(ranks) > 1 for layer in stats["expert_ranks"] for ranks in layer)
+        assert [complete(d, p) for p in PROMPTS] == before
+        assert metric(d, "moeserve_eplb_rebalances_total") == 1
+    finally:
+        assert d.terminate() == 0, d.log()
+
+
+def test_rebalance_over_grpc_needs_expert_parallelism(grpc_stub, pb):
+    import grpc
+
+    try:
+        grpc_stub.Rebalance(pb[0].RebalanceRequest(), timeout=60)
+        raise AssertionError("rebalancing one rank succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e
+        assert "--ep-size > 1" in e.details()
