@@ -1,12 +1,12 @@
 #include "kernels/cpu/matmul.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <type_traits>
 #include <vector>
 
+#include "kernels/base/buffer_sizes.h"
 #include "kernels/cpu/act.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul_tile.h"
@@ -43,7 +43,7 @@ struct AlignedBuffer {
   int64_t size = 0;
   float* Get(int64_t floats) {
     if (floats > size) {
-      const size_t bytes = (sizeof(float) * static_cast<size_t>(floats) + 63) / 64 * 64;
+      const size_t bytes = AlignedBytes(floats, sizeof(float));
       data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
       size = floats;
     }
@@ -160,7 +160,7 @@ const float* PrepareX(const void* x, DType dtype, int64_t rows, int64_t k,
 struct PackedForCall {
   std::vector<std::unique_ptr<void, decltype(&std::free)>> buffers;
   const void* Pack(const void* w, DType dtype, int64_t n, int64_t k) {
-    const size_t bytes = (PackedBytes(dtype, n, k) + 63) / 64 * 64;
+    const size_t bytes = AlignedBytes(static_cast<int64_t>(PackedBytes(dtype, n, k)), 1);
     buffers.emplace_back(std::aligned_alloc(64, bytes), &std::free);
     PackWeight(w, dtype, n, k, buffers.back().get());
     return buffers.back().get();

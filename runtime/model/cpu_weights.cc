@@ -1,6 +1,7 @@
 #include "runtime/model/cpu_weights.h"
 
 #include "absl/strings/str_cat.h"
+#include "kernels/base/buffer_sizes.h"
 #include "kernels/cpu/matmul_pack.h"
 
 namespace moeserve::runtime {
@@ -23,20 +24,13 @@ std::vector<kernels::TensorView*> MatmulWeights(MixtralWeights& w) {
   return out;
 }
 
-size_t Aligned(size_t bytes) { return (bytes + 63) / 64 * 64; }
-
+// A tensor's packed bytes, rounded so that the next one in the buffer stays aligned.
 size_t PackedBytesOf(const kernels::TensorView& t) {
-  return Aligned(kernels::cpu::PackedBytes(t.dtype, t.dim(0), t.dim(1)));
+  return kernels::AlignedBytes(
+      static_cast<int64_t>(kernels::cpu::PackedBytes(t.dtype, t.dim(0), t.dim(1))), 1);
 }
 
 }  // namespace
-
-size_t CpuPackedWeightBytes(const MixtralWeights& host) {
-  MixtralWeights w = host;
-  size_t bytes = 0;
-  for (const kernels::TensorView* t : MatmulWeights(w)) bytes += PackedBytesOf(*t);
-  return bytes;
-}
 
 absl::StatusOr<MixtralWeights> PackCpuWeights(const MixtralWeights& host,
                                               std::vector<kernels::DeviceBuffer>* storage) {
@@ -49,7 +43,9 @@ absl::StatusOr<MixtralWeights> PackCpuWeights(const MixtralWeights& host,
           "cpu weight packing: expected a 2-D host weight in row layout, got ", t->ShapeString()));
     }
   }
-  kernels::DeviceBuffer buffer(kernels::Device::kCpu, CpuPackedWeightBytes(host));
+  size_t total = 0;
+  for (const kernels::TensorView* t : tensors) total += PackedBytesOf(*t);
+  kernels::DeviceBuffer buffer(kernels::Device::kCpu, total);
   char* at = static_cast<char*>(buffer.data());
   for (kernels::TensorView* t : tensors) {
     const size_t bytes = PackedBytesOf(*t);

@@ -13,9 +13,6 @@
 
 namespace moeserve::runtime {
 
-// Bytes PackCpuWeights allocates for `host`.
-size_t CpuPackedWeightBytes(const MixtralWeights& host);
-
 // The weights with every matmul weight packed; *storage receives the buffers the packed views
 // point into. The views of `host` stay valid and unchanged.
 absl::StatusOr<MixtralWeights> PackCpuWeights(const MixtralWeights& host,
