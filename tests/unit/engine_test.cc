@@ -431,21 +431,31 @@ TEST_P(EngineTest, StopAdmissionDrainsInFlightRequests) {
 // Several ranks in lockstep (each a full model replica here; expert parallelism proper is tested
 // in tests/golden/ep_*): requests spread over the ranks, idle ranks run empty steps, and every
 // output still equals the single-sequence oracle.
+// One embedded model per rank of an in-process group, each on its own backend (kept alive in
+// *backends), connected to the group's communicators.
+void EmbeddedRanks(parallel::InProcessGroup& group, int world,
+                   std::vector<std::unique_ptr<kernels::Backend>>* backends,
+                   std::vector<RankModel>* ranks) {
+  ranks->clear();
+  ranks->resize(static_cast<size_t>(world));
+  for (int r = 0; r < world; ++r) {
+    backends->push_back(backend_test::NewBackend(BackendName(), 1));
+    auto loaded = LoadEmbeddedModel(backends->back().get());
+    ASSERT_TRUE(loaded.ok());
+    std::shared_ptr<LoadedModel> shared(std::move(*loaded));
+    (*ranks)[r].model = shared->model.get();
+    (*ranks)[r].keep_alive = shared;
+    (*ranks)[r].comm = group.comm(r);
+  }
+}
+
 TEST_P(EngineTest, LockstepRanksGiveTheSameOutputs) {
   for (int world : {2, 3}) {
     Fixture f = Load("");
     parallel::InProcessGroup group(world);
     std::vector<std::unique_ptr<kernels::Backend>> backends;
-    std::vector<RankModel> ranks(static_cast<size_t>(world));
-    for (int r = 0; r < world; ++r) {
-      backends.push_back(backend_test::NewBackend(BackendName(), 1));
-      auto loaded = LoadEmbeddedModel(backends.back().get());
-      ASSERT_TRUE(loaded.ok());
-      std::shared_ptr<LoadedModel> shared(std::move(*loaded));
-      ranks[r].model = shared->model.get();
-      ranks[r].keep_alive = shared;
-      ranks[r].comm = group.comm(r);
-    }
+    std::vector<RankModel> ranks;
+    ASSERT_NO_FATAL_FAILURE(EmbeddedRanks(group, world, &backends, &ranks));
     EngineOptions o;
     o.max_num_batched_tokens = 32;
     auto engine = Engine::Create(std::move(ranks), f.tokenizer.get(), o);
@@ -472,16 +482,8 @@ TEST_P(EngineTest, BrokenLockstepGroupEndsRequestsAsUnavailable) {
   Fixture f = Load("");
   parallel::InProcessGroup group(2);
   std::vector<std::unique_ptr<kernels::Backend>> backends;
-  std::vector<RankModel> ranks(2);
-  for (int r = 0; r < 2; ++r) {
-    backends.push_back(backend_test::NewBackend(BackendName(), 1));
-    auto loaded = LoadEmbeddedModel(backends.back().get());
-    ASSERT_TRUE(loaded.ok());
-    std::shared_ptr<LoadedModel> shared(std::move(*loaded));
-    ranks[r].model = shared->model.get();
-    ranks[r].keep_alive = shared;
-    ranks[r].comm = group.comm(r);
-  }
+  std::vector<RankModel> ranks;
+  ASSERT_NO_FATAL_FAILURE(EmbeddedRanks(group, 2, &backends, &ranks));
   auto engine = Engine::Create(std::move(ranks), f.tokenizer.get(), EngineOptions{});
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_TRUE((*engine)->GroupFailure().ok());
